@@ -1,0 +1,187 @@
+package demo
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"time"
+)
+
+// process is one controller or router child process.
+type process struct {
+	name    string
+	bin     string
+	args    []string
+	logPath string
+	admin   string // host:port of its admin API
+	cmd     *exec.Cmd
+	done    chan struct{}
+	logFile *os.File
+}
+
+func (p *process) start() error {
+	f, err := os.OpenFile(p.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	p.logFile = f
+	p.cmd = exec.Command(p.bin, p.args...)
+	p.cmd.Stdout = f
+	p.cmd.Stderr = f
+	// Own process group so a Ctrl-C of the demo does not race our cleanup.
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := p.cmd.Start(); err != nil {
+		f.Close()
+		return fmt.Errorf("start %s: %w", p.name, err)
+	}
+	p.done = make(chan struct{})
+	go func() {
+		_ = p.cmd.Wait()
+		close(p.done)
+	}()
+	return nil
+}
+
+func (p *process) running() bool {
+	if p.cmd == nil || p.done == nil {
+		return false
+	}
+	select {
+	case <-p.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// kill sends sig and waits for the process to exit.
+func (p *process) kill(sig syscall.Signal, wait time.Duration) {
+	if !p.running() {
+		return
+	}
+	_ = p.cmd.Process.Signal(sig)
+	select {
+	case <-p.done:
+	case <-time.After(wait):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+	if p.logFile != nil {
+		p.logFile.Close()
+	}
+}
+
+// stop asks for a graceful exit, then kills.
+func (p *process) stop() { p.kill(syscall.SIGTERM, 10*time.Second) }
+
+// tail returns the last lines of the process log for failure reports.
+func (p *process) tail(n int) string {
+	b, err := os.ReadFile(p.logPath)
+	if err != nil {
+		return ""
+	}
+	lines := bytes.Split(bytes.TrimRight(b, "\n"), []byte("\n"))
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return string(bytes.Join(lines, []byte("\n")))
+}
+
+// freeAddr returns a 127.0.0.1 address with a port that was free a moment
+// ago. The window between closing and the child binding it is tiny and the
+// demo owns the machine's loopback for its run.
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+// client is a small JSON client for the admin APIs.
+type client struct{ http *http.Client }
+
+func newClient() *client { return &client{http: &http.Client{Timeout: 10 * time.Second}} }
+
+func (c *client) do(ctx context.Context, method, url, ctype string, body []byte, out any) error {
+	req, err := http.NewRequestWithContext(ctx, method, url, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	if ctype != "" {
+		req.Header.Set("Content-Type", ctype)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode/100 != 2 {
+		return &httpError{status: resp.StatusCode, body: string(bytes.TrimSpace(b))}
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.Unmarshal(b, out); err != nil {
+		return fmt.Errorf("%s %s: decode response: %w", method, url, err)
+	}
+	return nil
+}
+
+type httpError struct {
+	status int
+	body   string
+}
+
+func (e *httpError) Error() string { return fmt.Sprintf("HTTP %d: %s", e.status, e.body) }
+
+// retryable reports errors worth retrying a write for: connection trouble
+// and 503 (a controller pausing writes).
+func retryable(err error) bool {
+	var he *httpError
+	if errors.As(err, &he) {
+		return he.status == http.StatusServiceUnavailable || he.status == http.StatusTooManyRequests
+	}
+	return err != nil
+}
+
+func (c *client) getJSON(ctx context.Context, url string, out any) error {
+	return c.do(ctx, http.MethodGet, url, "", nil, out)
+}
+
+// waitHealthy polls GET /healthz until it answers 200 or ctx ends.
+func (c *client) waitHealthy(ctx context.Context, p *process) error {
+	for {
+		err := c.do(ctx, http.MethodGet, "http://"+p.admin+"/healthz", "", nil, nil)
+		if err == nil {
+			return nil
+		}
+		if !p.running() {
+			return fmt.Errorf("%s exited during start-up:\n%s", p.name, p.tail(20))
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s not healthy: %w (last error: %v)", p.name, ctx.Err(), err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func mkdir(parts ...string) (string, error) {
+	d := filepath.Join(parts...)
+	return d, os.MkdirAll(d, 0o755)
+}
