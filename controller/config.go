@@ -1,0 +1,255 @@
+package controller
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/indexgate/indexgate/model"
+	"github.com/indexgate/indexgate/wire"
+)
+
+// Defaults applied by New to the zero fields of a Config.
+const (
+	// DefaultListenAddr is the router-facing address. Routers are remote,
+	// so it listens on every interface.
+	DefaultListenAddr = ":7070"
+	// DefaultAdminAddr is the admin HTTP address: loopback only, because
+	// the admin API takes writes and serves backups.
+	DefaultAdminAddr = "127.0.0.1:7071"
+	// DefaultRetention is how many change sets the log keeps. Routers that
+	// fall further behind get a full state instead of a replay.
+	DefaultRetention = 100_000
+	// DefaultRingSize is how many recent log entries stay in memory, so
+	// that routers near the head never touch bbolt.
+	DefaultRingSize = 8192
+	// DefaultMaxRequestBytes bounds a POST /v1/changes body. A change set's
+	// frame must fit wire.DefaultMaxFrame (16 MiB); its JSON is somewhat
+	// larger, so twice that leaves room for escaping.
+	DefaultMaxRequestBytes = 2 * wire.DefaultMaxFrame
+	// DefaultMaxCommitBatch is the largest number of write requests the
+	// writer commits in one bbolt transaction.
+	DefaultMaxCommitBatch = 1024
+	// DefaultWriteTimeout bounds every frame written to a router. A
+	// router that takes longer is dropped (it reconnects and resumes), so
+	// a stalled one cannot hold a full state's read transaction forever.
+	DefaultWriteTimeout = 30 * time.Second
+	// DefaultShutdownTimeout bounds the graceful shutdown of the admin
+	// server: in-flight writes get this long to commit and answer.
+	DefaultShutdownTimeout = 10 * time.Second
+	// DefaultInitialMmapSize pre-sizes bbolt's memory map. A writer that
+	// must grow the map waits for every open read transaction, and a full
+	// state holds one for the whole transfer; a map sized above the store
+	// makes that wait rare. It is address space, not memory.
+	DefaultInitialMmapSize = 1 << 30
+	// DefaultFullStateChunkBytes is the target payload of one
+	// FullStateChunk (docs/protocol.md suggests about 1 MiB).
+	DefaultFullStateChunkBytes = 1 << 20
+)
+
+// StoreFile is the name of the store file inside Config.DataDir.
+const StoreFile = "controller.db"
+
+// Sentinel errors callers act on.
+var (
+	// ErrTLSNotConfigured reports a Config without TLS that does not opt
+	// into plaintext with Insecure.
+	ErrTLSNotConfigured = errors.New("controller: TLS is not configured: pass --insecure to run plaintext")
+	// ErrInvalidConfig reports a Config field out of range.
+	ErrInvalidConfig = errors.New("controller: invalid config")
+	// ErrInvalidRequest reports a write request that must not be committed:
+	// an invalid change, an empty change list, a body that does not parse.
+	// Nothing of it was applied.
+	ErrInvalidRequest = errors.New("controller: invalid request")
+	// ErrChangeSetTooLarge reports a change set whose frame would exceed
+	// the wire's frame limit, so no router could ever receive it.
+	ErrChangeSetTooLarge = errors.New("controller: change set too large")
+	// ErrNotServing reports a write while the controller is not running
+	// (not started yet, or shutting down).
+	ErrNotServing = errors.New("controller: not serving")
+	// ErrWrongMode reports a write the current engine cannot take because
+	// the store is in another mode (an HA store opened in legacy mode).
+	ErrWrongMode = errors.New("controller: store is in another mode")
+	// ErrNotControllerStore reports a file that is not a controller store
+	// (a restore from a router's store, or from something else entirely).
+	ErrNotControllerStore = errors.New("controller: not a controller store")
+	// ErrInUse reports a data directory whose store a running controller
+	// holds; backups then go through the admin API, restores wait.
+	ErrInUse = errors.New("controller: store is in use by a running controller")
+)
+
+// Config configures a Controller. Zero fields take the documented defaults;
+// DataDir is required and, until TLS exists, Insecure must be set.
+type Config struct {
+	// DataDir holds the store file (StoreFile). It is created if missing.
+	DataDir string
+	// ListenAddr is the router-facing TCP address. Default
+	// DefaultListenAddr; port 0 picks a free port (see RouterAddr).
+	ListenAddr string
+	// AdminAddr is the admin HTTP address. Default DefaultAdminAddr; port 0
+	// picks a free port (see AdminAddr).
+	AdminAddr string
+	// Insecure runs both servers in plaintext. TLS comes with a later
+	// issue; until then New refuses a Config without it
+	// (ErrTLSNotConfigured).
+	Insecure bool
+	// NodeID names this controller in Welcome frames and logs. Default:
+	// the host name.
+	NodeID string
+	// Retention is how many change sets the log keeps (at least 1).
+	// Default DefaultRetention.
+	Retention uint64
+	// RingSize is how many recent log entries stay in memory. Default
+	// DefaultRingSize; it never exceeds Retention.
+	RingSize int
+	// MaxRequestBytes bounds a POST /v1/changes body. Default
+	// DefaultMaxRequestBytes.
+	MaxRequestBytes int64
+	// MaxCommitBatch is the largest number of write requests committed in
+	// one transaction. Default DefaultMaxCommitBatch.
+	MaxCommitBatch int
+	// MaxFrame is the largest frame payload read from a router and the
+	// upper bound of what is sent (a router's Hello.MaxFrame may lower it
+	// for that router). At least MinMaxFrame. Default wire.DefaultMaxFrame.
+	MaxFrame int
+	// FullStateChunkBytes is the target payload of a FullStateChunk.
+	// Default DefaultFullStateChunkBytes.
+	FullStateChunkBytes int
+	// HeartbeatInterval: a session that has written nothing for this long
+	// sends a Heartbeat. Default wire.DefaultHeartbeatInterval.
+	HeartbeatInterval time.Duration
+	// IdleTimeout: a session that has read nothing for this long is
+	// closed. Default wire.DefaultIdleTimeout.
+	IdleTimeout time.Duration
+	// HandshakeTimeout bounds the wait for a router's Hello. Default
+	// wire.DefaultHandshakeTimeout.
+	HandshakeTimeout time.Duration
+	// WriteTimeout bounds each frame written to a router. Default
+	// DefaultWriteTimeout.
+	WriteTimeout time.Duration
+	// ShutdownTimeout bounds the admin server's graceful shutdown. Default
+	// DefaultShutdownTimeout.
+	ShutdownTimeout time.Duration
+	// InitialMmapSize pre-sizes bbolt's memory map. Default
+	// DefaultInitialMmapSize.
+	InitialMmapSize int
+	// NoSync skips fsync on commit. Only for tests and benchmarks: a power
+	// loss may lose acknowledged writes or damage the store.
+	NoSync bool
+	// Logger receives the controller's events. Default: discard.
+	Logger *slog.Logger
+}
+
+// MinMaxFrame is the smallest Config.MaxFrame: a change of the largest
+// size model allows must fit one frame.
+const MinMaxFrame = 2 << 20
+
+// withDefaults returns c with every zero field set to its default.
+func (c Config) withDefaults() Config {
+	if c.ListenAddr == "" {
+		c.ListenAddr = DefaultListenAddr
+	}
+	if c.AdminAddr == "" {
+		c.AdminAddr = DefaultAdminAddr
+	}
+	if c.NodeID == "" {
+		if h, err := os.Hostname(); err == nil && h != "" {
+			c.NodeID = h
+		} else {
+			c.NodeID = "controller"
+		}
+	}
+	if c.Retention == 0 {
+		c.Retention = DefaultRetention
+	}
+	if c.RingSize == 0 {
+		c.RingSize = DefaultRingSize
+	}
+	if c.RingSize > 0 && uint64(c.RingSize) > c.Retention {
+		// Entries the log has trimmed must not be served from memory:
+		// replay and full-state decisions go by the log floor.
+		c.RingSize = int(c.Retention)
+	}
+	if c.MaxRequestBytes == 0 {
+		c.MaxRequestBytes = DefaultMaxRequestBytes
+	}
+	if c.MaxCommitBatch == 0 {
+		c.MaxCommitBatch = DefaultMaxCommitBatch
+	}
+	if c.MaxFrame == 0 {
+		c.MaxFrame = wire.DefaultMaxFrame
+	}
+	if c.FullStateChunkBytes == 0 {
+		c.FullStateChunkBytes = DefaultFullStateChunkBytes
+	}
+	if c.HeartbeatInterval == 0 {
+		c.HeartbeatInterval = wire.DefaultHeartbeatInterval
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = wire.DefaultIdleTimeout
+	}
+	if c.HandshakeTimeout == 0 {
+		c.HandshakeTimeout = wire.DefaultHandshakeTimeout
+	}
+	if c.WriteTimeout == 0 {
+		c.WriteTimeout = DefaultWriteTimeout
+	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if c.InitialMmapSize == 0 {
+		c.InitialMmapSize = DefaultInitialMmapSize
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return c
+}
+
+// Validate reports the first invalid field. Zero fields are valid (they
+// take defaults) except DataDir, and Insecure must be set until TLS exists.
+func (c Config) Validate() error {
+	if c.DataDir == "" {
+		return fmt.Errorf("%w: data dir is required", ErrInvalidConfig)
+	}
+	if !c.Insecure {
+		return ErrTLSNotConfigured
+	}
+	if c.RingSize < 0 {
+		return fmt.Errorf("%w: ring size %d is negative", ErrInvalidConfig, c.RingSize)
+	}
+	if c.MaxRequestBytes < 0 {
+		return fmt.Errorf("%w: max request bytes %d is negative", ErrInvalidConfig, c.MaxRequestBytes)
+	}
+	if c.MaxCommitBatch < 0 {
+		return fmt.Errorf("%w: max commit batch %d is negative", ErrInvalidConfig, c.MaxCommitBatch)
+	}
+	if c.MaxFrame != 0 && c.MaxFrame < MinMaxFrame {
+		return fmt.Errorf("%w: max frame %d is below %d bytes (a single change of %d bytes must fit)",
+			ErrInvalidConfig, c.MaxFrame, MinMaxFrame, model.MaxValueLen)
+	}
+	if c.FullStateChunkBytes < 0 {
+		return fmt.Errorf("%w: full state chunk bytes %d is negative", ErrInvalidConfig, c.FullStateChunkBytes)
+	}
+	if c.InitialMmapSize < 0 {
+		return fmt.Errorf("%w: initial mmap size %d is negative", ErrInvalidConfig, c.InitialMmapSize)
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"heartbeat interval", c.HeartbeatInterval},
+		{"idle timeout", c.IdleTimeout},
+		{"handshake timeout", c.HandshakeTimeout},
+		{"write timeout", c.WriteTimeout},
+		{"shutdown timeout", c.ShutdownTimeout},
+	} {
+		if d.v < 0 {
+			return fmt.Errorf("%w: %s %v is negative", ErrInvalidConfig, d.name, d.v)
+		}
+	}
+	return nil
+}
