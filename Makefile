@@ -51,6 +51,10 @@ test: check-wasm examples build
 	$(GO) vet ./...
 	$(GO) test $(TESTFLAGS) ./...
 
+## demo: controller + 3 routers on 127.0.0.1 under load, kill -9, hot swap, convergence check
+demo: build examples
+	$(BIN)/demo --bin $(BIN) --swap-module $(BIN)/examples/strictha.wasm
+
 ## bench: the benchmarks recorded in docs/benchmarks.md
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
