@@ -88,7 +88,7 @@ func TestAdminStatusEntitiesMetrics(t *testing.T) {
 		t.Errorf("lastIndex %v", st["lastIndex"])
 	}
 	if c, _ := st["counters"].(map[string]any); c["applied"] != float64(4) || c["skipped"] != float64(0) ||
-		c["fullResyncs"] != float64(1) || c["gaps"] != float64(0) {
+		c["fullResyncs"] != float64(0) || c["initialSyncs"] != float64(1) || c["gaps"] != float64(0) {
 		t.Errorf("counters %v", st["counters"])
 	}
 	filters, _ := st["filters"].(map[string]any)
@@ -124,7 +124,8 @@ func TestAdminStatusEntitiesMetrics(t *testing.T) {
 		`indexgate_router_changesets_applied_total{type="legacy"} 4`,
 		`indexgate_router_connected 1`,
 		`indexgate_router_last_applied_index{type="legacy"} 4`,
-		`indexgate_router_full_resyncs_total 1`,
+		`indexgate_router_full_resyncs_total 0`,
+		`indexgate_router_initial_syncs_total 1`,
 		`indexgate_filter_`,
 	} {
 		if !strings.Contains(string(b), want) {

@@ -476,9 +476,15 @@ func (a *applier) fullStateEnd(ctx context.Context, e *wire.FullStateEnd) (outco
 	for _, p := range fs.begin.Positions {
 		next.setPosition(p)
 	}
+	// A router that never had a position is bootstrapping, not resyncing.
+	resync := len(a.st.positionList()) > 0
+	if resync {
+		next.counters.FullResyncs++
+	} else {
+		next.counters.InitialSyncs++
+	}
 	next.current = fs.begin.Mode
 	next.wantFull = false
-	next.counters.FullResyncs++
 	err := a.commit(ctx, "full state", &next, func(tx *model.Tx) error {
 		if n := tx.StageCount(); n != e.Entities {
 			return fmt.Errorf("%w: %d distinct entities staged, end says %d", errFullStateMismatch, n, e.Entities)
@@ -517,8 +523,12 @@ func (a *applier) fullStateEnd(ctx context.Context, e *wire.FullStateEnd) (outco
 	a.mu.Lock()
 	a.fs = nil
 	a.mu.Unlock()
-	a.met.fullResyncs.Inc()
-	a.log.Info("full state committed", "mode", fs.begin.Mode.String(), "index", fs.begin.Index,
+	if resync {
+		a.met.fullResyncs.Inc()
+	} else {
+		a.met.initialSyncs.Inc()
+	}
+	a.log.Info("full state committed", "resync", resync, "mode", fs.begin.Mode.String(), "index", fs.begin.Index,
 		"entities", e.Entities, "digest", e.Digest, "took", time.Since(fs.started))
 	return outcome{ack: true}, nil
 }

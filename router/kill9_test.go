@@ -77,7 +77,7 @@ func TestKill9(t *testing.T) {
 
 	tr = startRouter(t, testConfig(dir, addr), nil)
 	s := waitConverged(t, tr, fc)
-	if want := (Counters{Applied: fc.changeSets(), FullResyncs: 1}); s.Counters != want {
+	if want := (Counters{Applied: fc.changeSets(), InitialSyncs: 1}); s.Counters != want {
 		t.Errorf("counters %+v, want %+v: every change set applied exactly once across %d kills", s.Counters, want, kills)
 	}
 }

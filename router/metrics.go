@@ -13,6 +13,7 @@ type metrics struct {
 	applied, skipped *prometheus.CounterVec
 	resyncs          *prometheus.CounterVec
 	fullResyncs      prometheus.Counter
+	initialSyncs     prometheus.Counter
 	commitFailures   prometheus.Counter
 	lastApplied      *prometheus.GaugeVec
 	entities         prometheus.Gauge
@@ -39,7 +40,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"type", "reason"}),
 		fullResyncs: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "full_resyncs_total",
-			Help: "Full states committed.",
+			Help: "Full states committed over a model that already had a position.",
+		}),
+		initialSyncs: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "initial_syncs_total",
+			Help: "Full states that bootstrapped a router with no position yet.",
 		}),
 		commitFailures: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "commit_failures_total",
@@ -72,7 +77,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 	}
 	for _, c := range []prometheus.Collector{
-		m.applied, m.skipped, m.resyncs, m.fullResyncs, m.commitFailures, m.lastApplied,
+		m.applied, m.skipped, m.resyncs, m.fullResyncs, m.initialSyncs, m.commitFailures, m.lastApplied,
 		m.entities, m.connected, m.connects, m.controllerIndex, m.commitSeconds,
 	} {
 		if err := reg.Register(c); err != nil {

@@ -94,7 +94,7 @@ func waitConverged(t testing.TB, tr *testRouter, fc *fakeController) Status {
 // change sets a test appends afterwards are all applied one by one.
 func waitFirstFullState(t testing.TB, tr *testRouter) {
 	t.Helper()
-	waitFor(t, "the first full state", func() bool { return tr.status(t).Counters.FullResyncs >= 1 })
+	waitFor(t, "the first full state", func() bool { return tr.status(t).Counters.InitialSyncs >= 1 })
 }
 
 func TestRouterFullStateThenStream(t *testing.T) {
@@ -103,12 +103,12 @@ func TestRouterFullStateThenStream(t *testing.T) {
 	addr := fc.listen()
 	tr := startRouter(t, testConfig(t.TempDir(), addr), nil)
 	s := waitConverged(t, tr, fc)
-	if s.Counters.FullResyncs != 1 || s.Counters.Applied != 0 {
+	if s.Counters.InitialSyncs != 1 || s.Counters.FullResyncs != 0 || s.Counters.Applied != 0 {
 		t.Fatalf("after the first full state: counters %+v", s.Counters)
 	}
 	fc.appendN(10)
 	s = waitConverged(t, tr, fc)
-	if s.Counters != (Counters{Applied: 10, FullResyncs: 1}) {
+	if s.Counters != (Counters{Applied: 10, InitialSyncs: 1}) {
 		t.Errorf("counters %+v, want 10 applied after one full state", s.Counters)
 	}
 	if s.Controller != addr || s.Mode != abi.IndexLegacy || s.ID != "r1" {
@@ -143,7 +143,7 @@ func TestRouterResumesAfterRestart(t *testing.T) {
 	fc.appendN(5)
 	tr = startRouter(t, testConfig(dir, addr), nil)
 	s := waitConverged(t, tr, fc)
-	if s.Counters != (Counters{Applied: 10, FullResyncs: 1}) {
+	if s.Counters != (Counters{Applied: 10, InitialSyncs: 1}) {
 		t.Errorf("counters %+v, want 10 applied, only the first full state", s.Counters)
 	}
 	hs := fc.helloList()
@@ -175,7 +175,7 @@ func TestRouterModeChanges(t *testing.T) {
 	if s.Mode != abi.IndexLegacy || s.LastIndex["legacy"] != 13 || s.LastIndex["ha"] != 11 {
 		t.Errorf("after the rollback: mode %s lastIndex %v, want legacy, legacy 13, ha 11", s.Mode, s.LastIndex)
 	}
-	if s.Counters != (Counters{Applied: 13, FullResyncs: 1}) {
+	if s.Counters != (Counters{Applied: 13, InitialSyncs: 1}) {
 		t.Errorf("counters %+v", s.Counters)
 	}
 }
@@ -220,7 +220,7 @@ func TestRouterFailsOverToTheNextAddress(t *testing.T) {
 	if s.Controller != a2 {
 		t.Errorf("connected to %s, want %s", s.Controller, a2)
 	}
-	if s.Counters != (Counters{Applied: 7, FullResyncs: 1}) {
+	if s.Counters != (Counters{Applied: 7, InitialSyncs: 1}) {
 		t.Errorf("counters %+v: the failover must resume, not resync", s.Counters)
 	}
 }
@@ -251,7 +251,7 @@ func TestRouterGapLeadsToFullState(t *testing.T) {
 	fc.mu.Unlock()
 	fc.appendAtOnce(5) // 4..8, 5 is never sent: 6 arrives after 4
 	s := waitConverged(t, tr, fc)
-	if s.Counters != (Counters{Applied: 4, FullResyncs: 2, Gaps: 1}) {
+	if s.Counters != (Counters{Applied: 4, FullResyncs: 1, InitialSyncs: 1, Gaps: 1}) {
 		t.Errorf("counters %+v, want 4 applied (1-4), a gap and a second full state", s.Counters)
 	}
 	hs := fc.helloList()
@@ -277,7 +277,7 @@ func TestRouterSurvivesDroppedConnections(t *testing.T) {
 	fc.switchMode(abi.IndexHA)
 	fc.appendN(15)
 	s := waitConverged(t, tr, fc)
-	if s.Counters != (Counters{Applied: 30, FullResyncs: 1}) {
+	if s.Counters != (Counters{Applied: 30, InitialSyncs: 1}) {
 		t.Errorf("counters %+v: every change set exactly once, no extra full state", s.Counters)
 	}
 	if n := len(fc.helloList()); n < 5 {
@@ -367,7 +367,7 @@ func TestRouterCrashBetweenDecideAndCommit(t *testing.T) {
 				restartAfterCrash()
 			}
 			s := waitConverged(t, tr, fc)
-			if want := (Counters{Applied: fc.changeSets(), FullResyncs: 1}); s.Counters != want {
+			if want := (Counters{Applied: fc.changeSets(), InitialSyncs: 1}); s.Counters != want {
 				t.Errorf("counters %+v, want %+v: each change set applied exactly once", s.Counters, want)
 			}
 			mu.Lock()

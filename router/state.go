@@ -27,6 +27,7 @@ var (
 	keyApplied     = []byte("counters/applied")
 	keySkipped     = []byte("counters/skipped")
 	keyFullResyncs = []byte("counters/fullResyncs")
+	keyInitial     = []byte("counters/initialSyncs")
 	keyGaps        = []byte("counters/gaps")
 )
 
@@ -44,8 +45,12 @@ type Counters struct {
 	Applied uint64 `json:"applied"`
 	// Skipped counts change sets a filter skipped (duplicate or stale).
 	Skipped uint64 `json:"skipped"`
-	// FullResyncs counts full states committed.
+	// FullResyncs counts full states committed over a model that already
+	// had a position: the expensive event operators watch for.
 	FullResyncs uint64 `json:"fullResyncs"`
+	// InitialSyncs counts full states that bootstrapped a router with no
+	// position yet (a new data directory); they are not resyncs.
+	InitialSyncs uint64 `json:"initialSyncs"`
 	// Gaps counts Resync verdicts whose reason was a gap.
 	Gaps uint64 `json:"gaps"`
 }
@@ -130,6 +135,7 @@ func loadState(tx *model.Tx) (routerState, error) {
 	}{
 		{keyApplied, &s.counters.Applied}, {keySkipped, &s.counters.Skipped},
 		{keyFullResyncs, &s.counters.FullResyncs}, {keyGaps, &s.counters.Gaps},
+		{keyInitial, &s.counters.InitialSyncs},
 	} {
 		if *c.dst, err = model.Uint64(b, c.key); err != nil {
 			return s, err
@@ -169,6 +175,7 @@ func saveState(tx *model.Tx, s *routerState) error {
 	}{
 		{keyApplied, s.counters.Applied}, {keySkipped, s.counters.Skipped},
 		{keyFullResyncs, s.counters.FullResyncs}, {keyGaps, s.counters.Gaps},
+		{keyInitial, s.counters.InitialSyncs},
 	} {
 		if err := model.PutUint64(b, c.key, c.v); err != nil {
 			return err
