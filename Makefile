@@ -12,7 +12,7 @@ BUILTINS  := legacy ha
 EXAMPLES  := $(notdir $(wildcard examples/*))
 TESTFLAGS ?= -race -count=1 -timeout 20m
 
-.PHONY: all wasm check-wasm examples build test bench demo clean
+.PHONY: all wasm check-wasm examples conformance build test bench demo clean
 
 all: build
 
@@ -46,8 +46,14 @@ build:
 	@mkdir -p $(BIN)
 	$(GO) build -o $(BIN)/ ./cmd/...
 
+## conformance: run every example filter through `router filters test`
+conformance: examples build
+	@for e in $(EXAMPLES); do \
+	  $(BIN)/router filters test $(BIN)/examples/$$e.wasm || exit 1; \
+	done
+
 ## test: everything CI checks
-test: check-wasm examples build
+test: check-wasm conformance
 	$(GO) vet ./...
 	$(GO) test $(TESTFLAGS) ./...
 
