@@ -2,7 +2,8 @@ package abi
 
 import (
 	"encoding/binary"
-	"fmt"
+	"math/bits"
+	"slices"
 )
 
 // The encoder always writes the fixed-width msgpack forms (uint 64 as 0xcf,
@@ -86,19 +87,38 @@ func appendArray32(b []byte, n int) []byte {
 
 // AppendHeader appends the fixed-layout encoding of h (HeaderSize bytes).
 func AppendHeader(b []byte, h *Header) []byte {
-	b = append(b, mpFixArray|5)
-	b = appendU64(b, h.Index)
-	b = appendU64(b, h.PrevIndex)
-	b = appendU8(b, uint8(h.Type))
-	b = appendU64(b, h.Term)
-	return appendTimeline(b, h.Timeline)
+	n := len(b)
+	b = slices.Grow(b, HeaderSize)[:n+HeaderSize]
+	putHeader(b[n:], h)
+	return b
+}
+
+// putHeader writes the fixed layout of h into b[:HeaderSize] at fixed
+// offsets. The host encodes every batch with it: one growth per batch
+// instead of a capacity check per field.
+func putHeader(b []byte, h *Header) {
+	b = b[:HeaderSize]
+	b[0] = mpFixArray | 5
+	b[1] = mpUint64
+	binary.BigEndian.PutUint64(b[2:], h.Index)
+	b[10] = mpUint64
+	binary.BigEndian.PutUint64(b[11:], h.PrevIndex)
+	b[19] = mpUint8
+	b[20] = byte(h.Type)
+	b[21] = mpUint64
+	binary.BigEndian.PutUint64(b[22:], h.Term)
+	b[30] = mpBin8
+	b[31] = byte(len(h.Timeline))
+	copy(b[32:], h.Timeline[:])
 }
 
 // AppendHeaderBatch appends an array of headers: the input of ig_decide.
 func AppendHeaderBatch(b []byte, hs []Header) []byte {
 	b = appendArray32(b, len(hs))
+	n := len(b)
+	b = slices.Grow(b, len(hs)*HeaderSize)[:n+len(hs)*HeaderSize]
 	for i := range hs {
-		b = AppendHeader(b, &hs[i])
+		putHeader(b[n+i*HeaderSize:], &hs[i])
 	}
 	return b
 }
@@ -112,19 +132,50 @@ func DecodeHeaderBatch(src []byte, dst []Header) ([]Header, error) {
 		return dst[:0], err
 	}
 	if n > MaxBatch {
-		return dst[:0], fmt.Errorf("%w: %d headers, at most %d", ErrBatchTooLarge, n, MaxBatch)
+		return dst[:0], wrapf(ErrBatchTooLarge, itoa(n)+" headers, at most "+itoa(MaxBatch))
 	}
 	if cap(dst) < n {
 		dst = make([]Header, n)
 	}
 	dst = dst[:n]
-	for i := range dst {
+	// Fixed-layout headers first, read at fixed offsets. A Go guest decodes
+	// every header it decides here, and in wasm each call, branch and load
+	// costs (wazero bounds-checks memory accesses): the loop makes no call,
+	// checks the seven marker bytes with four loads and one branch, and
+	// reads each big-endian uint64 with one load and a byte swap. It stops
+	// at the first header in another form; r.header reads the rest.
+	buf := r.buf[r.off:]
+	i := 0
+	for ; i < len(dst) && len(buf) >= HeaderSize; i++ {
+		b := buf[:HeaderSize]
+		// Bytes 19-22: uint8 marker, type, uint64 marker, Term's first byte.
+		w := binary.LittleEndian.Uint32(b[19:])
+		bad := uint32(binary.LittleEndian.Uint16(b)^(mpUint64<<8|mpFixArray|5)) |
+			uint32(b[10]^mpUint64) | (w&0x00ff00ff ^ (mpUint64<<16 | mpUint8)) |
+			uint32(binary.LittleEndian.Uint16(b[30:])^(16<<8|mpBin8))
+		if bad != 0 {
+			break
+		}
+		h := &dst[i]
+		// binary.BigEndian.Uint64, spelled so that it stays one 8-byte load
+		// and a byte swap in wasm too (no byte-swap instruction there, and
+		// BigEndian.Uint64 becomes eight byte loads); on amd64 it is the
+		// same load and BSWAP.
+		h.Index = bits.ReverseBytes64(binary.LittleEndian.Uint64(b[2:]))
+		h.PrevIndex = bits.ReverseBytes64(binary.LittleEndian.Uint64(b[11:]))
+		h.Type = IndexType(w >> 8)
+		h.Term = bits.ReverseBytes64(binary.LittleEndian.Uint64(b[22:]))
+		h.Timeline = Timeline(b[32:])
+		buf = buf[HeaderSize:]
+	}
+	r.off = len(r.buf) - len(buf)
+	for ; i < len(dst); i++ {
 		if err := r.header(&dst[i]); err != nil {
-			return dst[:0], fmt.Errorf("header %d: %w", i, err)
+			return dst[:0], prefixed("header "+itoa(i), err)
 		}
 	}
 	if r.Len() != 0 {
-		return dst[:0], fmt.Errorf("%w: %d trailing bytes after header batch", ErrMalformed, r.Len())
+		return dst[:0], wrapf(ErrMalformed, itoa(r.Len())+" trailing bytes after header batch")
 	}
 	return dst, nil
 }
@@ -160,7 +211,7 @@ func (r *Reader) header(h *Header) error {
 		return err
 	}
 	if t > 255 {
-		return fmt.Errorf("%w: index type %d", ErrMalformed, t)
+		return wrapf(ErrMalformed, "index type "+utoa(t))
 	}
 	h.Type = IndexType(t)
 	if h.Term, err = r.Uint(); err != nil {
@@ -172,8 +223,12 @@ func (r *Reader) header(h *Header) error {
 // AppendVerdicts appends an array of verdicts: the result of ig_decide.
 func AppendVerdicts(b []byte, vs []Verdict) []byte {
 	b = appendArray32(b, len(vs))
-	for _, v := range vs {
-		b = append(b, mpFixArray|2, mpUint8, byte(v.Action), mpUint8, byte(v.Reason))
+	n := len(b)
+	// One growth and fixed offsets: a Go guest encodes every verdict here.
+	b = slices.Grow(b, len(vs)*VerdictSize)[:n+len(vs)*VerdictSize]
+	for i, v := range vs {
+		o := b[n+i*VerdictSize:][:VerdictSize]
+		o[0], o[1], o[2], o[3], o[4] = mpFixArray|2, mpUint8, byte(v.Action), mpUint8, byte(v.Reason)
 	}
 	return b
 }
@@ -186,7 +241,7 @@ func DecodeVerdicts(src []byte, dst []Verdict) ([]Verdict, error) {
 		return dst[:0], err
 	}
 	if n > MaxBatch {
-		return dst[:0], fmt.Errorf("%w: %d verdicts, at most %d", ErrBatchTooLarge, n, MaxBatch)
+		return dst[:0], wrapf(ErrBatchTooLarge, itoa(n)+" verdicts, at most "+itoa(MaxBatch))
 	}
 	if cap(dst) < n {
 		dst = make([]Verdict, n)
@@ -200,23 +255,23 @@ func DecodeVerdicts(src []byte, dst []Verdict) ([]Verdict, error) {
 			continue
 		}
 		if err := r.expectArray(2, "verdict"); err != nil {
-			return dst[:0], fmt.Errorf("verdict %d: %w", i, err)
+			return dst[:0], prefixed("verdict "+itoa(i), err)
 		}
 		a, err := r.Uint()
 		if err != nil {
-			return dst[:0], fmt.Errorf("verdict %d: %w", i, err)
+			return dst[:0], prefixed("verdict "+itoa(i), err)
 		}
 		re, err := r.Uint()
 		if err != nil {
-			return dst[:0], fmt.Errorf("verdict %d: %w", i, err)
+			return dst[:0], prefixed("verdict "+itoa(i), err)
 		}
 		if a > 255 || re > 255 {
-			return dst[:0], fmt.Errorf("%w: verdict %d out of range", ErrMalformed, i)
+			return dst[:0], wrapf(ErrMalformed, "verdict "+itoa(i)+" out of range")
 		}
 		dst[i] = Verdict{Action: Action(a), Reason: Reason(re)}
 	}
 	if r.Len() != 0 {
-		return dst[:0], fmt.Errorf("%w: %d trailing bytes after verdicts", ErrMalformed, r.Len())
+		return dst[:0], wrapf(ErrMalformed, itoa(r.Len())+" trailing bytes after verdicts")
 	}
 	return dst, nil
 }
@@ -283,7 +338,7 @@ func DecodeState(src []byte) (State, error) {
 		return s, err
 	}
 	if s.Version != StateVersion {
-		return s, fmt.Errorf("%w: state version %d, want %d", ErrMalformed, s.Version, StateVersion)
+		return s, wrapf(ErrMalformed, "state version "+utoa(uint64(s.Version))+", want "+utoa(uint64(StateVersion)))
 	}
 	t, err := r.Uint8()
 	if err != nil {
@@ -378,7 +433,7 @@ func NewReader(b []byte) *Reader { return &Reader{buf: b} }
 func (r *Reader) Len() int { return len(r.buf) - r.off }
 
 func (r *Reader) short(what string) error {
-	return fmt.Errorf("%w: truncated %s at offset %d", ErrMalformed, what, r.off)
+	return wrapf(ErrMalformed, "truncated "+what+" at offset "+itoa(r.off))
 }
 
 func (r *Reader) take(n int, what string) ([]byte, error) {
@@ -401,7 +456,7 @@ func (r *Reader) byte1(what string) (byte, error) {
 
 func (r *Reader) end(what string) error {
 	if r.Len() != 0 {
-		return fmt.Errorf("%w: %d trailing bytes after %s", ErrMalformed, r.Len(), what)
+		return wrapf(ErrMalformed, itoa(r.Len())+" trailing bytes after "+what)
 	}
 	return nil
 }
@@ -432,16 +487,16 @@ func (r *Reader) ArrayLen() (int, error) {
 		}
 		return int(n), nil
 	}
-	return 0, fmt.Errorf("%w: want array, got 0x%02x at offset %d", ErrMalformed, c, r.off-1)
+	return 0, wrapf(ErrMalformed, "want array, got "+hexByte(c)+" at offset "+itoa(r.off-1))
 }
 
 func (r *Reader) expectArray(n int, what string) error {
 	got, err := r.ArrayLen()
 	if err != nil {
-		return fmt.Errorf("%s: %w", what, err)
+		return prefixed(what, err)
 	}
 	if got != n {
-		return fmt.Errorf("%w: %s has %d fields, want %d", ErrMalformed, what, got, n)
+		return wrapf(ErrMalformed, what+" has "+itoa(got)+" fields, want "+itoa(n))
 	}
 	return nil
 }
@@ -475,7 +530,7 @@ func (r *Reader) Uint() (uint64, error) {
 	case mpInt64:
 		size, signed = 8, true
 	default:
-		return 0, fmt.Errorf("%w: want unsigned integer, got 0x%02x at offset %d", ErrMalformed, c, r.off-1)
+		return 0, wrapf(ErrMalformed, "want unsigned integer, got "+hexByte(c)+" at offset "+itoa(r.off-1))
 	}
 	b, err := r.take(size, "integer")
 	if err != nil {
@@ -486,7 +541,7 @@ func (r *Reader) Uint() (uint64, error) {
 		v = v<<8 | uint64(x)
 	}
 	if signed && b[0]&0x80 != 0 {
-		return 0, fmt.Errorf("%w: negative integer at offset %d", ErrMalformed, r.off-size-1)
+		return 0, wrapf(ErrMalformed, "negative integer at offset "+itoa(r.off-size-1))
 	}
 	return v, nil
 }
@@ -498,7 +553,7 @@ func (r *Reader) Uint8() (uint8, error) {
 		return 0, err
 	}
 	if v > 255 {
-		return 0, fmt.Errorf("%w: %d does not fit a byte", ErrMalformed, v)
+		return 0, wrapf(ErrMalformed, utoa(v)+" does not fit a byte")
 	}
 	return uint8(v), nil
 }
@@ -515,7 +570,7 @@ func (r *Reader) Bool() (bool, error) {
 	case mpFalse:
 		return false, nil
 	}
-	return false, fmt.Errorf("%w: want bool, got 0x%02x", ErrMalformed, c)
+	return false, wrapf(ErrMalformed, "want bool, got "+hexByte(c))
 }
 
 // Bin reads a bin or str value (nil reads as empty). The result aliases the
@@ -554,7 +609,7 @@ func (r *Reader) Bin() ([]byte, error) {
 		}
 		n = int(n64)
 	default:
-		return nil, fmt.Errorf("%w: want bytes, got 0x%02x at offset %d", ErrMalformed, c, r.off-1)
+		return nil, wrapf(ErrMalformed, "want bytes, got "+hexByte(c)+" at offset "+itoa(r.off-1))
 	}
 	b, err := r.take(n, "bytes")
 	if err != nil || len(b) == 0 {
@@ -572,7 +627,7 @@ func (r *Reader) String() (string, error) {
 func (r *Reader) timeline(t *Timeline) error {
 	b, err := r.Bin()
 	if err != nil {
-		return fmt.Errorf("timeline: %w", err)
+		return prefixed("timeline", err)
 	}
 	return t.UnmarshalBinary(b)
 }

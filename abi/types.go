@@ -1,10 +1,8 @@
 package abi
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
-	"fmt"
+	"strconv"
 )
 
 // Version is the ABI version this package implements. A module reports its
@@ -70,7 +68,7 @@ func (t IndexType) String() string {
 	case IndexNone:
 		return "none"
 	}
-	return fmt.Sprintf("unknown(%d)", uint8(t))
+	return "unknown(" + strconv.Itoa(int(t)) + ")"
 }
 
 // ParseIndexType parses "legacy" or "ha".
@@ -81,13 +79,13 @@ func ParseIndexType(s string) (IndexType, error) {
 	case "ha":
 		return IndexHA, nil
 	}
-	return IndexNone, fmt.Errorf("%w: %q (want legacy or ha)", ErrUnknownIndexType, s)
+	return IndexNone, wrapf(ErrUnknownIndexType, strconv.Quote(s)+" (want legacy or ha)")
 }
 
 // MarshalText encodes t as its name, so JSON carries "legacy" / "ha".
 func (t IndexType) MarshalText() ([]byte, error) {
 	if t != IndexNone && !t.Valid() {
-		return nil, fmt.Errorf("%w: %d", ErrUnknownIndexType, uint8(t))
+		return nil, wrapf(ErrUnknownIndexType, strconv.Itoa(int(t)))
 	}
 	return []byte(t.String()), nil
 }
@@ -112,19 +110,17 @@ func (t *IndexType) UnmarshalText(b []byte) error {
 // (a restore from an older backup, a cluster initialised separately).
 type Timeline [16]byte
 
-// NewTimeline returns a random timeline.
-func NewTimeline() Timeline {
-	var t Timeline
-	// crypto/rand.Read never fails on supported platforms (Go 1.24+).
-	_, _ = rand.Read(t[:])
-	return t
-}
-
 // IsZero reports whether t is the zero timeline (no history yet).
 func (t Timeline) IsZero() bool { return t == Timeline{} }
 
 // String returns 32 lowercase hex digits.
-func (t Timeline) String() string { return hex.EncodeToString(t[:]) }
+func (t Timeline) String() string {
+	var b [2 * len(t)]byte
+	for i, c := range t {
+		b[2*i], b[2*i+1] = hexDigits[c>>4], hexDigits[c&0xf]
+	}
+	return string(b[:])
+}
 
 // ParseTimeline parses 32 hex digits; the empty string is the zero timeline.
 func ParseTimeline(s string) (Timeline, error) {
@@ -133,10 +129,20 @@ func ParseTimeline(s string) (Timeline, error) {
 		return t, nil
 	}
 	if len(s) != 32 {
-		return t, fmt.Errorf("%w: timeline %q is not 32 hex digits", ErrMalformed, s)
+		return t, wrapf(ErrMalformed, "timeline "+strconv.Quote(s)+" is not 32 hex digits")
 	}
-	if _, err := hex.Decode(t[:], []byte(s)); err != nil {
-		return t, fmt.Errorf("%w: timeline %q: %v", ErrMalformed, s, err)
+	for i := range t {
+		hi, ok1 := fromHex(s[2*i])
+		lo, ok2 := fromHex(s[2*i+1])
+		if !ok1 || !ok2 {
+			bad := s[2*i]
+			if ok1 {
+				bad = s[2*i+1]
+			}
+			// encoding/hex's InvalidByteError, which this used to return.
+			return t, wrapf(ErrMalformed, "timeline "+strconv.Quote(s)+": encoding/hex: invalid byte: "+runeU(rune(bad)))
+		}
+		t[i] = hi<<4 | lo
 	}
 	return t, nil
 }
@@ -166,7 +172,7 @@ func (t *Timeline) UnmarshalBinary(b []byte) error {
 	case len(t):
 		copy(t[:], b)
 	default:
-		return fmt.Errorf("%w: timeline of %d bytes, want 16", ErrMalformed, len(b))
+		return wrapf(ErrMalformed, "timeline of "+strconv.Itoa(len(b))+" bytes, want 16")
 	}
 	return nil
 }
@@ -188,13 +194,13 @@ type Header struct {
 // above zero (OpenZiti #2932: synthetic change sets with index 0).
 func (h *Header) Validate() error {
 	if !h.Type.Valid() {
-		return fmt.Errorf("%w: header type %d", ErrUnknownIndexType, uint8(h.Type))
+		return wrapf(ErrUnknownIndexType, "header type "+strconv.Itoa(int(h.Type)))
 	}
 	if h.Index == 0 {
-		return fmt.Errorf("%w: header index 0", ErrMalformed)
+		return wrapf(ErrMalformed, "header index 0")
 	}
 	if h.PrevIndex >= h.Index {
-		return fmt.Errorf("%w: header prevIndex %d not below index %d", ErrMalformed, h.PrevIndex, h.Index)
+		return wrapf(ErrMalformed, "header prevIndex "+strconv.FormatUint(h.PrevIndex, 10)+" not below index "+strconv.FormatUint(h.Index, 10))
 	}
 	return nil
 }
@@ -222,7 +228,7 @@ func (a Action) String() string {
 	case Resync:
 		return "resync"
 	}
-	return fmt.Sprintf("action(%d)", uint8(a))
+	return "action(" + strconv.Itoa(int(a)) + ")"
 }
 
 // Reason explains a verdict.
@@ -262,7 +268,7 @@ func (r Reason) String() string {
 	case ReasonTerm:
 		return "term"
 	}
-	return fmt.Sprintf("reason(%d)", uint8(r))
+	return "reason(" + strconv.Itoa(int(r)) + ")"
 }
 
 // Verdict is a filter's decision on one header.
@@ -297,10 +303,10 @@ type ModeChange struct {
 // Validate checks the fields a filter relies on.
 func (m *ModeChange) Validate() error {
 	if !m.From.Valid() || !m.To.Valid() || m.From == m.To {
-		return fmt.Errorf("%w: mode change %s -> %s", ErrUnknownIndexType, m.From, m.To)
+		return wrapf(ErrUnknownIndexType, "mode change "+m.From.String()+" -> "+m.To.String())
 	}
 	if m.BaseIndex < m.LastIndex {
-		return fmt.Errorf("%w: mode change base index %d below last index %d", ErrMalformed, m.BaseIndex, m.LastIndex)
+		return wrapf(ErrMalformed, "mode change base index "+strconv.FormatUint(m.BaseIndex, 10)+" below last index "+strconv.FormatUint(m.LastIndex, 10))
 	}
 	return nil
 }
@@ -337,4 +343,36 @@ type Info struct {
 	Name     string    `msgpack:"name" json:"name"`
 	Version  string    `msgpack:"version" json:"version"`
 	Type     IndexType `msgpack:"type" json:"type"`
+}
+
+// fromHex decodes one hex digit, either case, as encoding/hex does.
+func fromHex(c byte) (byte, bool) {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0', true
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10, true
+	case 'A' <= c && c <= 'F':
+		return c - 'A' + 10, true
+	}
+	return 0, false
+}
+
+// runeU is fmt's %#U: U+0067 'g', the quoted rune only when printable.
+func runeU(r rune) string {
+	h := strconv.FormatUint(uint64(r), 16)
+	for len(h) < 4 {
+		h = "0" + h
+	}
+	s := "U+"
+	for _, c := range []byte(h) {
+		if 'a' <= c && c <= 'f' {
+			c -= 'a' - 'A'
+		}
+		s += string(rune(c))
+	}
+	if strconv.IsPrint(r) {
+		s += " '" + string(r) + "'"
+	}
+	return s
 }

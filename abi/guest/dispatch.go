@@ -2,7 +2,7 @@ package guest
 
 import (
 	"errors"
-	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/indexgate/indexgate/abi"
@@ -58,7 +58,7 @@ func (d *dispatcher) input(n int) ([]byte, error) {
 		return nil, errNoFilter
 	}
 	if n < 0 || n > len(d.in) {
-		return nil, fmt.Errorf("%w: %d bytes, buffer holds %d", errInputLength, n, len(d.in))
+		return nil, wrapf(errInputLength, strconv.Itoa(n)+" bytes, buffer holds "+strconv.Itoa(len(d.in)))
 	}
 	return d.in[:n], nil
 }
@@ -68,7 +68,7 @@ func (d *dispatcher) input(n int) ([]byte, error) {
 // call, and the module's memory would be unusable.
 func recoverPanic(err *error) {
 	if r := recover(); r != nil {
-		*err = fmt.Errorf("%w: %v", errPanicked, r)
+		*err = wrapf(errPanicked, panicText(r))
 	}
 }
 
@@ -80,14 +80,14 @@ func (d *dispatcher) init(n int) (res []byte, err error) {
 	}
 	cfg, err := abi.DecodeConfig(in)
 	if err != nil {
-		return nil, fmt.Errorf("ig_init: %w", err)
+		return nil, prefixed("ig_init", err)
 	}
 	// Options aliases the input buffer, which the next ig_buffer call
 	// reuses; the filter may keep it.
 	cfg.Options = clone(cfg.Options)
 	info, err := d.f.Init(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("ig_init: %w", err)
+		return nil, prefixed("ig_init", err)
 	}
 	d.out = abi.AppendInfo(d.out[:0], &info)
 	return d.out, nil
@@ -101,17 +101,31 @@ func (d *dispatcher) decide(n int) (res []byte, err error) {
 	}
 	d.headers, err = abi.DecodeHeaderBatch(in, d.headers)
 	if err != nil {
-		return nil, fmt.Errorf("ig_decide: %w", err)
+		return nil, prefixed("ig_decide", err)
 	}
-	d.verdicts = d.verdicts[:0]
-	for i := range d.headers {
-		v := d.f.Decide(&d.headers[i])
-		if !v.Valid() {
-			return nil, fmt.Errorf("%w: %d/%d for header %d", errVerdict, v.Action, v.Reason, i)
+	hs := d.headers
+	if cap(d.verdicts) < len(hs) {
+		d.verdicts = make([]abi.Verdict, len(hs))
+	}
+	vs := d.verdicts[:len(hs)]
+	if bf, ok := d.f.(BatchFilter); ok {
+		// One call for the batch (see BatchFilter).
+		bf.DecideBatch(hs, vs)
+	} else {
+		for i := range hs {
+			vs[i] = d.f.Decide(&hs[i])
+			if !vs[i].Valid() {
+				// Stop deciding: the check below reports header i.
+				break
+			}
 		}
-		d.verdicts = append(d.verdicts, v)
 	}
-	d.out = abi.AppendVerdicts(d.out[:0], d.verdicts)
+	for i, v := range vs {
+		if !v.Valid() {
+			return nil, wrapf(errVerdict, strconv.Itoa(int(v.Action))+"/"+strconv.Itoa(int(v.Reason))+" for header "+strconv.Itoa(i))
+		}
+	}
+	d.out = abi.AppendVerdicts(d.out[:0], vs)
 	return d.out, nil
 }
 
@@ -123,10 +137,10 @@ func (d *dispatcher) modeChange(n int) (res []byte, err error) {
 	}
 	mc, err := abi.DecodeModeChange(in)
 	if err != nil {
-		return nil, fmt.Errorf("ig_mode_change: %w", err)
+		return nil, prefixed("ig_mode_change", err)
 	}
 	if err := d.f.ModeChange(mc); err != nil {
-		return nil, fmt.Errorf("ig_mode_change: %w", err)
+		return nil, prefixed("ig_mode_change", err)
 	}
 	return d.out[:0], nil
 }
@@ -149,12 +163,12 @@ func (d *dispatcher) restore(n int) (res []byte, err error) {
 	}
 	s, err := abi.DecodeState(in)
 	if err != nil {
-		return nil, fmt.Errorf("ig_restore: %w", err)
+		return nil, prefixed("ig_restore", err)
 	}
 	// Extra aliases the input buffer; see init.
 	s.Extra = clone(s.Extra)
 	if err := d.f.Restore(s); err != nil {
-		return nil, fmt.Errorf("ig_restore: %w", err)
+		return nil, prefixed("ig_restore", err)
 	}
 	return d.out[:0], nil
 }
@@ -188,4 +202,72 @@ func clone(b []byte) []byte {
 		return nil
 	}
 	return append([]byte(nil), b...)
+}
+
+// The errors here are built without fmt, as abi's are (see abi/codec.go's
+// wrapError): fmt and the reflect it brings were about a sixth of every Go
+// module's bytes, which the host decodes, validates and loads on each
+// start (docs/benchmarks.md, cold start).
+
+// wrapError is what fmt.Errorf with one %w returns.
+type wrapError struct {
+	msg string
+	err error
+}
+
+func (e *wrapError) Error() string { return e.msg }
+func (e *wrapError) Unwrap() error { return e.err }
+
+// wrapf is fmt.Errorf("%w: "+detail, err).
+func wrapf(err error, detail string) error {
+	return &wrapError{msg: err.Error() + ": " + detail, err: err}
+}
+
+// prefixed is fmt.Errorf(prefix+": %w", err).
+func prefixed(prefix string, err error) error {
+	return &wrapError{msg: prefix + ": " + err.Error(), err: err}
+}
+
+// panicText is fmt's %v of a panic value for the kinds filters panic with:
+// errors (runtime errors included), Stringers, strings, booleans and
+// numbers. Anything else, which only fmt's reflection could print, is
+// named by kind alone.
+func panicText(r any) string {
+	switch v := r.(type) {
+	case error:
+		return v.Error()
+	case interface{ String() string }:
+		return v.String()
+	case string:
+		return v
+	case bool:
+		return strconv.FormatBool(v)
+	case int:
+		return strconv.FormatInt(int64(v), 10)
+	case int8:
+		return strconv.FormatInt(int64(v), 10)
+	case int16:
+		return strconv.FormatInt(int64(v), 10)
+	case int32:
+		return strconv.FormatInt(int64(v), 10)
+	case int64:
+		return strconv.FormatInt(v, 10)
+	case uint:
+		return strconv.FormatUint(uint64(v), 10)
+	case uint8:
+		return strconv.FormatUint(uint64(v), 10)
+	case uint16:
+		return strconv.FormatUint(uint64(v), 10)
+	case uint32:
+		return strconv.FormatUint(uint64(v), 10)
+	case uint64:
+		return strconv.FormatUint(v, 10)
+	case uintptr:
+		return strconv.FormatUint(uint64(v), 10)
+	case float32:
+		return strconv.FormatFloat(float64(v), 'g', -1, 32)
+	case float64:
+		return strconv.FormatFloat(v, 'g', -1, 64)
+	}
+	return "a panic value of a type the guest SDK does not print (panic with an error or a string)"
 }

@@ -28,6 +28,24 @@ type Filter interface {
 	Restore(s abi.State) error
 }
 
+// BatchFilter is a Filter that can also decide a whole batch in one call.
+// The SDK uses DecideBatch when the registered Filter has it: a Go guest
+// pays for every call in wasm, and the calls made per header (the
+// interface call among them) were most of the built-in modules' decide
+// cost (docs/benchmarks.md).
+//
+// A type that embeds a BatchFilter and overrides Decide inherits the
+// embedded DecideBatch, which does not call the override: such a wrapper
+// must implement DecideBatch too, or not embed (filters/native exposes its
+// batch path only through native.Batched for this reason).
+type BatchFilter interface {
+	Filter
+	// DecideBatch sets out[i] to the verdict for hs[i], deciding in order
+	// exactly as calling Decide on each header would, state included.
+	// len(out) == len(hs); both are only valid during the call.
+	DecideBatch(hs []abi.Header, out []abi.Verdict)
+}
+
 // active is the filter the wasm exports dispatch to. It is package-level
 // state by necessity: //go:wasmexport functions are plain functions with no
 // receiver, so the one filter a module serves has to be reachable from them
