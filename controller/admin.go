@@ -2,6 +2,7 @@ package controller
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -21,6 +22,8 @@ func (c *Controller) adminHandler() http.Handler {
 	mux.HandleFunc("GET /v1/status", c.handleStatus)
 	mux.HandleFunc("GET /v1/entities", c.handleEntities)
 	mux.HandleFunc("GET /v1/backup", c.handleBackup)
+	mux.HandleFunc("POST /v1/migrate", c.handleMigrate)
+	mux.HandleFunc("POST /v1/cluster/join", c.handleJoin)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = io.WriteString(w, "ok\n")
@@ -72,18 +75,39 @@ func parseWriteRequest(r io.Reader) ([]model.Change, error) {
 }
 
 func (c *Controller) handleChanges(w http.ResponseWriter, r *http.Request) {
-	changes, err := parseWriteRequest(http.MaxBytesReader(w, r.Body, c.cfg.MaxRequestBytes))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, c.cfg.MaxRequestBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			err = fmt.Errorf("%w: request body exceeds %d bytes", ErrInvalidRequest, mbe.Limit)
+		}
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
+	// Validated here even on a follower, so a bad request is refused
+	// without a round trip to the leader.
+	changes, err := parseWriteRequest(bytes.NewReader(body))
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err)
 		return
 	}
-	h, err := c.eng.submit(r.Context(), changes)
+	res, err := c.commit(r.Context(), changes)
+	if errors.Is(err, errFollower) {
+		if r.Header.Get(forwardedHeader) != "" {
+			// A forwarded write landing on a node that does not lead
+			// either (an election): the client retries.
+			writeError(w, http.StatusServiceUnavailable, fmt.Errorf("%w: %w", ErrNotLeader, err))
+			return
+		}
+		c.relay(w, r, "/v1/changes", body)
+		return
+	}
 	switch {
 	case err == nil:
-		writeJSON(w, http.StatusOK, CommitResult{Index: h.Index, IndexType: h.Type, Timeline: h.Timeline})
+		writeJSON(w, http.StatusOK, res)
 	case errors.Is(err, ErrInvalidRequest), errors.Is(err, ErrChangeSetTooLarge):
 		writeError(w, http.StatusBadRequest, err)
-	case errors.Is(err, ErrNotServing), errors.Is(err, ErrWrongMode),
+	case errors.Is(err, ErrNotServing), errors.Is(err, ErrWrongMode), errors.Is(err, ErrPaused), errors.Is(err, ErrNotLeader),
 		errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		writeError(w, http.StatusServiceUnavailable, err)
 	default:
@@ -108,7 +132,7 @@ func (c *Controller) handleEntities(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	bw := bufio.NewWriterSize(w, 64<<10)
 	first := true
-	err := c.st.db.View(r.Context(), func(tx *model.Tx) error {
+	err := c.st.view(r.Context(), func(tx *model.Tx) error {
 		if _, err := bw.WriteString("["); err != nil {
 			return err
 		}

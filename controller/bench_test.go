@@ -32,7 +32,7 @@ func benchCommit(b *testing.B, writers int, fsync bool) {
 		b.Fatal(err)
 	}
 	var txns atomic.Int64
-	ctl.eng.(*legacyEngine).beforeCommit = func(int) { txns.Add(1) }
+	ctl.gate.engine().(*legacyEngine).beforeCommit = func(int) { txns.Add(1) }
 	c := runController(b, ctl)
 	var next atomic.Int64
 	var wg sync.WaitGroup

@@ -5,9 +5,15 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/url"
 	"os"
+	"strings"
 	"time"
 
+	"github.com/hashicorp/raft"
+
+	"github.com/indexgate/indexgate/controller/raftnode"
 	"github.com/indexgate/indexgate/model"
 	"github.com/indexgate/indexgate/wire"
 )
@@ -48,6 +54,28 @@ const (
 	// DefaultFullStateChunkBytes is the target payload of one
 	// FullStateChunk (docs/protocol.md suggests about 1 MiB).
 	DefaultFullStateChunkBytes = 1 << 20
+	// DefaultAckTimeout bounds a migration's wait for every connected
+	// router to acknowledge the last index of the old mode. Stragglers
+	// are reported and catch up later by replay.
+	DefaultAckTimeout = 10 * time.Second
+	// DefaultPauseTimeout bounds how long a write waits while a migration
+	// has paused writes; after it the write fails with ErrPaused (503) and
+	// the client retries.
+	DefaultPauseTimeout = time.Minute
+	// DefaultApplyPipeline is how many raft entries the HA engine keeps in
+	// flight: raft group-commits concurrent entries, so a few in flight
+	// keep the log busy while the state machine applies the previous ones.
+	DefaultApplyPipeline = 4
+)
+
+// Files and directories inside Config.DataDir in HA mode.
+const (
+	// RaftDir holds the raft node's state (raft.db, snapshots/).
+	RaftDir = "raft"
+	// MemberFile records this data directory's HA membership (node id and
+	// raft address): a restart finds its node identity there, and the
+	// raft state belongs to it.
+	MemberFile = "ha-member.json"
 )
 
 // StoreFile is the name of the store file inside Config.DataDir.
@@ -79,6 +107,20 @@ var (
 	// ErrInUse reports a data directory whose store a running controller
 	// holds; backups then go through the admin API, restores wait.
 	ErrInUse = errors.New("controller: store is in use by a running controller")
+	// ErrNotLeader reports a write or cluster change that needs the raft
+	// leader while none is known (an election is running) or it could not
+	// be reached. Nothing was applied; retry.
+	ErrNotLeader = errors.New("controller: no reachable leader")
+	// ErrPaused reports a write that waited for a migration's pause longer
+	// than Config.PauseTimeout. Nothing was applied; retry.
+	ErrPaused = errors.New("controller: writes are paused by a migration")
+	// ErrMigration reports a migration request that cannot run now: wrong
+	// mode, another migration in progress, not the leader, bad arguments.
+	ErrMigration = errors.New("controller: migration refused")
+	// ErrRetired reports a data directory of an HA member that was retired
+	// when its cluster rolled back to legacy mode on another node: its
+	// store is a stale copy and must not serve.
+	ErrRetired = errors.New("controller: node retired by a rollback to legacy mode")
 )
 
 // Config configures a Controller. Zero fields take the documented defaults;
@@ -141,6 +183,41 @@ type Config struct {
 	NoSync bool
 	// Logger receives the controller's events. Default: discard.
 	Logger *slog.Logger
+
+	// HA runs this controller as a member of an HA cluster on raft
+	// (docs/migration.md). NodeID is then required: it is the raft server
+	// id and must never change. A data directory that already holds an
+	// HA membership (MemberFile) or an HA store runs HA mode even without
+	// it.
+	HA bool
+	// RaftAddr is the raft transport address (host:port; port 0 picks a
+	// free one) of a new HA member. A restart defaults to the address in
+	// MemberFile.
+	RaftAddr string
+	// Bootstrap starts a new HA cluster with this node as its only voter,
+	// from this data directory's store: a legacy store is migrated offline
+	// (its last legacy index seeds raft). Only for a data directory that
+	// is not an HA member yet; exclusive with Join.
+	Bootstrap bool
+	// Join is the admin URL (http://host:port) of any member of the HA
+	// cluster this new node joins. Exclusive with Bootstrap.
+	Join string
+	// AckTimeout bounds a migration's wait for router acks. Default
+	// DefaultAckTimeout.
+	AckTimeout time.Duration
+	// PauseTimeout bounds a write's wait during a migration's pause.
+	// Default DefaultPauseTimeout.
+	PauseTimeout time.Duration
+	// ApplyPipeline is how many raft entries the HA engine keeps in
+	// flight. Default DefaultApplyPipeline.
+	ApplyPipeline int
+	// RaftTransport, if set, makes the raft transport for a node at the
+	// given address instead of listening on TCP (tests: connected
+	// raft.InmemTransports). It is called once per raft node start.
+	RaftTransport func(addr string) (raft.Transport, error)
+	// RaftConfig, if set, adjusts each raft node's configuration after the
+	// controller filled it in (timeouts, snapshot thresholds).
+	RaftConfig func(*raftnode.Config)
 }
 
 // MinMaxFrame is the smallest Config.MaxFrame: a change of the largest
@@ -206,7 +283,35 @@ func (c Config) withDefaults() Config {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	if c.AckTimeout == 0 {
+		c.AckTimeout = DefaultAckTimeout
+	}
+	if c.PauseTimeout == 0 {
+		c.PauseTimeout = DefaultPauseTimeout
+	}
+	if c.ApplyPipeline == 0 {
+		c.ApplyPipeline = DefaultApplyPipeline
+	}
 	return c
+}
+
+// joinURL normalises Config.Join: "host:port" gets the http scheme.
+func joinURL(s string) (string, error) {
+	if s == "" {
+		return "", nil
+	}
+	raw := s
+	if !strings.Contains(s, "://") {
+		raw = "http://" + s
+	}
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme != "http" || u.Host == "" {
+		return "", fmt.Errorf("%w: join address %q is not http://host:port", ErrInvalidConfig, s)
+	}
+	if _, _, err := net.SplitHostPort(u.Host); err != nil {
+		return "", fmt.Errorf("%w: join address %q: %v", ErrInvalidConfig, s, err)
+	}
+	return u.Scheme + "://" + u.Host, nil
 }
 
 // Validate reports the first invalid field. Zero fields are valid (they
@@ -246,9 +351,34 @@ func (c Config) Validate() error {
 		{"handshake timeout", c.HandshakeTimeout},
 		{"write timeout", c.WriteTimeout},
 		{"shutdown timeout", c.ShutdownTimeout},
+		{"ack timeout", c.AckTimeout},
+		{"pause timeout", c.PauseTimeout},
 	} {
 		if d.v < 0 {
 			return fmt.Errorf("%w: %s %v is negative", ErrInvalidConfig, d.name, d.v)
+		}
+	}
+	if c.ApplyPipeline < 0 {
+		return fmt.Errorf("%w: apply pipeline %d is negative", ErrInvalidConfig, c.ApplyPipeline)
+	}
+	if !c.HA {
+		if c.Bootstrap || c.Join != "" {
+			return fmt.Errorf("%w: --bootstrap and --join need --ha", ErrInvalidConfig)
+		}
+		return nil
+	}
+	if c.NodeID == "" {
+		return fmt.Errorf("%w: HA mode needs a node id (--node-id): it is the raft server id and must never change", ErrInvalidConfig)
+	}
+	if c.Bootstrap && c.Join != "" {
+		return fmt.Errorf("%w: pass --bootstrap (new cluster) or --join (existing cluster), not both", ErrInvalidConfig)
+	}
+	if _, err := joinURL(c.Join); err != nil {
+		return err
+	}
+	if c.RaftAddr != "" {
+		if _, _, err := net.SplitHostPort(c.RaftAddr); err != nil {
+			return fmt.Errorf("%w: raft address %q: %v", ErrInvalidConfig, c.RaftAddr, err)
 		}
 	}
 	return nil

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -20,27 +21,62 @@ import (
 	"github.com/indexgate/indexgate/model"
 )
 
-// Controller is a legacy-mode controller: its store, its write engine, the
-// router-facing server and the admin HTTP server. New binds both
-// listeners, Run serves until its context ends, Close releases everything.
+// Controller is one indexgate controller: its store, its write engine
+// (legacy counter or HA raft), the router-facing server and the admin HTTP
+// server, and in HA mode its raft node. New binds both listeners (and
+// starts raft), Run serves until its context ends, Close releases
+// everything. A legacy controller migrates to HA mode and an HA leader
+// rolls back to legacy mode while running (Migrate, docs/migration.md).
 type Controller struct {
 	cfg     Config
 	log     *slog.Logger
 	st      *store
 	hub     *hub
-	eng     engine
+	gate    *gate
 	reg     *prometheus.Registry
 	met     *metrics
 	routers *registry
+	httpc   *http.Client
 
 	routerLn net.Listener
 	adminLn  net.Listener
 
-	mu      sync.Mutex
-	started bool
-	stop    context.CancelFunc // ends Run; set while Run runs
-	done    chan struct{}      // closed when Run returns
-	closed  bool
+	// role and mode are read on every handshake; mode mirrors the store's.
+	role atomic.Int32
+	mode atomic.Uint32
+	// ha is the raft membership, nil in legacy mode.
+	ha atomic.Pointer[haNode]
+	// joinURL is the member a new HA node asks to add it ("": none).
+	joinURL string
+
+	idMu sync.Mutex
+	id   string // node id in Welcome frames, logs and the directory
+
+	migMu sync.Mutex
+	mig   MigrationStatus
+
+	// engMu guards the running engine: engBase is Run's engine context,
+	// engStop and engDone stop and await the current engine's run.
+	engMu   sync.Mutex
+	engBase context.Context
+	engStop context.CancelFunc
+	engDone chan struct{}
+
+	// bg tracks background work started while running (migrations,
+	// joining, retiring); Run waits for it.
+	bg sync.WaitGroup
+
+	mu        sync.Mutex
+	started   bool
+	migrating bool
+	runCtx    context.Context    // Run's context, for background work
+	stop      context.CancelFunc // ends Run; set while Run runs
+	done      chan struct{}      // closed when Run returns
+	closed    bool
+
+	// crashPoint, if set (tests), makes a migration stop dead at a step,
+	// as a crash would.
+	crashPoint func(step string) bool
 }
 
 // CommitResult is the answer to a committed write.
@@ -80,10 +116,25 @@ type Status struct {
 	Retention     uint64 `json:"retention"`
 	// Routers are the routers seen since start, by id.
 	Routers []RouterStatus `json:"routers"`
+	// Role is "legacy", "ha" or "retired" (an HA member after its cluster
+	// rolled back to legacy mode on another node).
+	Role string `json:"role"`
+	// Serving reports whether routers are served here (else redirected).
+	Serving bool `json:"serving"`
+	// Leader, Term and Peers describe the raft cluster (HA role only).
+	Leader bool         `json:"leader"`
+	Term   uint64       `json:"term"`
+	Peers  []PeerStatus `json:"peers,omitempty"`
+	// Migration is the current or last migration on this node.
+	Migration MigrationStatus `json:"migration"`
 }
 
-// New opens (or creates) the store in cfg.DataDir and binds the router and
-// admin listeners, so RouterAddr and AdminAddr are known before Run.
+// New opens (or creates) the store in cfg.DataDir, binds the router and
+// admin listeners, so RouterAddr and AdminAddr are known before Run, and
+// decides the mode: legacy, or HA when cfg.HA is set or the data directory
+// is an HA member (then the raft node starts; with cfg.Bootstrap a new
+// cluster is created from the store). A migration that a crash
+// interrupted is finished or rolled back here (docs/migration.md).
 func New(cfg Config) (*Controller, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -97,10 +148,26 @@ func New(cfg Config) (*Controller, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Controller{cfg: cfg, log: cfg.Logger, st: st, reg: prometheus.NewRegistry(), routers: newRegistry(), done: make(chan struct{})}
+	c := &Controller{cfg: cfg, log: cfg.Logger, st: st, reg: prometheus.NewRegistry(), routers: newRegistry(),
+		done: make(chan struct{}), id: cfg.NodeID, httpc: &http.Client{}}
+	fail := func(err error) (*Controller, error) {
+		if h := c.ha.Load(); h != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+			_ = h.shutdown(ctx)
+			cancel()
+		}
+		if c.routerLn != nil {
+			_ = c.routerLn.Close()
+		}
+		if c.adminLn != nil {
+			_ = c.adminLn.Close()
+		}
+		_ = st.close()
+		return nil, err
+	}
 	var m meta
 	var last logKey
-	err = st.db.View(context.Background(), func(tx *model.Tx) error {
+	err = st.view(context.Background(), func(tx *model.Tx) error {
 		if m, err = readMeta(tx); err != nil {
 			return err
 		}
@@ -108,36 +175,82 @@ func New(cfg Config) (*Controller, error) {
 		return err
 	})
 	if err != nil {
-		_ = st.close()
-		return nil, fmt.Errorf("controller: read store: %w", err)
+		return fail(fmt.Errorf("controller: read store: %w", err))
 	}
+	c.mode.Store(uint32(m.mode))
 	c.hub = newHub(cfg.RingSize, last, m.index())
 	if c.met, err = newMetrics(c.reg, c); err != nil {
-		_ = st.close()
-		return nil, fmt.Errorf("controller: metrics: %w", err)
+		return fail(fmt.Errorf("controller: metrics: %w", err))
 	}
-	if m.mode != abi.IndexLegacy {
-		_ = st.close()
-		return nil, fmt.Errorf("%w: the store is in %s mode; this controller runs legacy mode only", ErrWrongMode, m.mode)
-	}
-	c.eng = newLegacyEngine(st, c.hub, c.met, c.log, cfg.MaxCommitBatch)
 	if c.routerLn, err = net.Listen("tcp", cfg.ListenAddr); err != nil {
-		_ = st.close()
-		return nil, fmt.Errorf("controller: router listener: %w", err)
+		return fail(fmt.Errorf("controller: router listener: %w", err))
 	}
 	if c.adminLn, err = net.Listen("tcp", cfg.AdminAddr); err != nil {
-		_ = c.routerLn.Close()
-		_ = st.close()
-		return nil, fmt.Errorf("controller: admin listener: %w", err)
+		return fail(fmt.Errorf("controller: admin listener: %w", err))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	defer cancel()
+	if err := c.initMode(ctx, m); err != nil {
+		return fail(err)
 	}
 	return c, nil
 }
+
+// startTimeout bounds what New does with raft: opening its store, and for
+// a bootstrap the election and seeding.
+const startTimeout = 5 * time.Minute
 
 // RouterAddr is the bound router-facing address.
 func (c *Controller) RouterAddr() net.Addr { return c.routerLn.Addr() }
 
 // AdminAddr is the bound admin HTTP address.
 func (c *Controller) AdminAddr() net.Addr { return c.adminLn.Addr() }
+
+func (c *Controller) nodeID() string {
+	c.idMu.Lock()
+	defer c.idMu.Unlock()
+	return c.id
+}
+
+func (c *Controller) setNodeID(id string) {
+	c.idMu.Lock()
+	defer c.idMu.Unlock()
+	c.id = id
+}
+
+// readMeta reads the controller's meta in its own read transaction.
+func (c *Controller) readMeta(ctx context.Context) (meta, error) {
+	var m meta
+	err := c.st.view(ctx, func(tx *model.Tx) (err error) { m, err = readMeta(tx); return err })
+	return m, err
+}
+
+// startEngine makes e the gate's engine and, while Run runs, starts it.
+func (c *Controller) startEngine(e engine) {
+	c.gate.setEngine(e)
+	c.engMu.Lock()
+	defer c.engMu.Unlock()
+	if c.engBase == nil {
+		return // Run starts it
+	}
+	ctx, stop := context.WithCancel(c.engBase)
+	done := make(chan struct{})
+	c.engStop, c.engDone = stop, done
+	go func() { defer close(done); e.run(ctx) }()
+}
+
+// stopEngine stops the running engine and waits until it has answered
+// every request it took.
+func (c *Controller) stopEngine() {
+	c.engMu.Lock()
+	stop, done := c.engStop, c.engDone
+	c.engStop, c.engDone = nil, nil
+	c.engMu.Unlock()
+	if stop != nil {
+		stop()
+		<-done
+	}
+}
 
 // Run serves routers and the admin API until ctx ends (or Close), then
 // shuts down gracefully: no new connections, in-flight writes commit and
@@ -151,16 +264,17 @@ func (c *Controller) Run(ctx context.Context) error {
 	}
 	c.started = true
 	ctx, stop := context.WithCancel(ctx)
-	c.stop = stop
+	c.stop, c.runCtx = stop, ctx
 	c.mu.Unlock()
 	defer close(c.done)
 	defer stop()
 
-	var m meta
-	if err := c.st.db.View(context.Background(), func(tx *model.Tx) (err error) { m, err = readMeta(tx); return err }); err != nil {
+	m, err := c.readMeta(context.Background())
+	if err != nil {
 		return fmt.Errorf("controller: read store: %w", err)
 	}
 	c.log.Info("controller running", "routers", c.RouterAddr().String(), "admin", c.AdminAddr().String(),
+		"role", role(c.role.Load()).String(), "node", c.nodeID(),
 		"mode", m.mode.String(), "index", m.index(), "timeline", m.timeline.String(), "clusterId", m.clusterID,
 		"logFloor", m.logFloor, "retention", c.cfg.Retention)
 
@@ -168,8 +282,13 @@ func (c *Controller) Run(ctx context.Context) error {
 	// writes accepted before the shutdown still commit and answer.
 	engCtx, engStop := context.WithCancel(context.WithoutCancel(ctx))
 	defer engStop()
-	engDone := make(chan struct{})
-	go func() { defer close(engDone); c.eng.run(engCtx) }()
+	c.engMu.Lock()
+	c.engBase = engCtx
+	c.engMu.Unlock()
+	c.startEngine(c.gate.engine())
+	if c.joinURL != "" {
+		c.bg.Go(func() { c.joinLoop(ctx) })
+	}
 
 	srv := &http.Server{
 		Handler:           c.adminHandler(),
@@ -201,8 +320,11 @@ func (c *Controller) Run(ctx context.Context) error {
 		_ = srv.Close()
 	}
 	cancel()
-	engStop()
-	<-engDone
+	c.bg.Wait()
+	c.stopEngine()
+	c.engMu.Lock()
+	c.engBase = nil
+	c.engMu.Unlock()
 	conns.Wait()
 	c.log.Info("controller stopped")
 	return runErr
@@ -255,17 +377,27 @@ func (c *Controller) Close() error {
 		// Fail the Commits waiting for a Run that will never come.
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
-		c.eng.run(ctx)
+		c.gate.engine().run(ctx)
 	}
 	_ = c.routerLn.Close()
 	_ = c.adminLn.Close()
-	return c.st.close()
+	var errs []error
+	if h := c.ha.Swap(nil); h != nil {
+		// Raft first: its state machine writes to the store.
+		ctx, cancel := context.WithTimeout(context.Background(), c.cfg.ShutdownTimeout)
+		errs = append(errs, h.shutdown(ctx))
+		cancel()
+	}
+	errs = append(errs, c.st.close())
+	return errors.Join(errs...)
 }
 
 // Commit commits changes as one change set, as POST /v1/changes does, and
 // returns once the commit is durable. A Commit made before Run starts waits
 // for it (bounded by ctx); after Run has ended it fails with ErrNotServing.
-// Invalid changes fail with ErrInvalidRequest and nothing is applied.
+// Invalid changes fail with ErrInvalidRequest and nothing is applied. On
+// an HA follower (or a retired member) the write is forwarded to the node
+// that takes writes.
 func (c *Controller) Commit(ctx context.Context, changes []model.Change) (CommitResult, error) {
 	c.mu.Lock()
 	closed := c.closed
@@ -274,7 +406,25 @@ func (c *Controller) Commit(ctx context.Context, changes []model.Change) (Commit
 		return CommitResult{}, ErrNotServing
 	}
 	// The engine keeps the slice until the change set leaves the ring.
-	h, err := c.eng.submit(ctx, slices.Clone(changes))
+	res, err := c.commit(ctx, slices.Clone(changes))
+	if errors.Is(err, errFollower) {
+		return c.forwardCommit(ctx, changes)
+	}
+	return res, err
+}
+
+// commit submits changes to the current engine through the gate. It
+// returns errFollower when this node does not take writes.
+func (c *Controller) commit(ctx context.Context, changes []model.Change) (CommitResult, error) {
+	if role(c.role.Load()) == roleRetired {
+		return CommitResult{}, errFollower
+	}
+	eng, leave, err := c.gate.enter(ctx)
+	if err != nil {
+		return CommitResult{}, err
+	}
+	h, err := eng.submit(ctx, changes)
+	leave()
 	if err != nil {
 		return CommitResult{}, err
 	}
@@ -285,7 +435,7 @@ func (c *Controller) Commit(ctx context.Context, changes []model.Change) (Commit
 // routers.
 func (c *Controller) Status(ctx context.Context) (Status, error) {
 	var st Status
-	err := c.st.db.View(ctx, func(tx *model.Tx) error {
+	err := c.st.view(ctx, func(tx *model.Tx) error {
 		m, err := readMeta(tx)
 		if err != nil {
 			return err
@@ -296,7 +446,7 @@ func (c *Controller) Status(ctx context.Context) (Status, error) {
 		}
 		st = Status{
 			Mode: m.mode, Index: m.index(), Timeline: m.timeline, Entities: tx.Count(), Digest: d,
-			ChangeSets: m.changeSets, ClusterID: m.clusterID, NodeID: c.cfg.NodeID,
+			ChangeSets: m.changeSets, ClusterID: m.clusterID, NodeID: c.nodeID(),
 			LogFloor: m.logFloor, LogChangeSets: m.logCount, Retention: c.cfg.Retention,
 		}
 		return nil
@@ -305,6 +455,14 @@ func (c *Controller) Status(ctx context.Context) (Status, error) {
 		return Status{}, fmt.Errorf("controller: status: %w", err)
 	}
 	st.Routers = c.routers.snapshot(st.Index)
+	st.Role = role(c.role.Load()).String()
+	st.Serving = c.serving()
+	if h := c.ha.Load(); h != nil {
+		st.Leader = h.node.IsLeader()
+		st.Term = h.node.Term()
+		st.Peers = c.peers(ctx, h)
+	}
+	st.Migration = c.migration()
 	return st, nil
 }
 
@@ -312,7 +470,7 @@ func (c *Controller) Status(ctx context.Context) (Status, error) {
 // that Restore installs) and returns its size.
 func (c *Controller) Backup(ctx context.Context, w io.Writer) (int64, error) {
 	var n int64
-	err := c.st.db.View(ctx, func(tx *model.Tx) (err error) {
+	err := c.st.view(ctx, func(tx *model.Tx) (err error) {
 		n, err = tx.WriteTo(w)
 		return err
 	})

@@ -257,7 +257,7 @@ func TestGroupCommitBatchesWaitingRequests(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eng := c.eng.(*legacyEngine)
+	eng := c.gate.engine().(*legacyEngine)
 	release := make(chan struct{})
 	var sizes []int
 	var mu sync.Mutex
@@ -338,7 +338,7 @@ func TestCommitBeforeRunAndAfterClose(t *testing.T) {
 		_, err := c2.Commit(ctxT(t), []model.Change{put("k", "never", "v")})
 		done <- err
 	}()
-	waitFor(t, "the commit to queue", func() bool { return len(c2.eng.(*legacyEngine).reqs) == 1 })
+	waitFor(t, "the commit to queue", func() bool { return len(c2.gate.engine().(*legacyEngine).reqs) == 1 })
 	if err := c2.Close(); err != nil {
 		t.Fatal(err)
 	}

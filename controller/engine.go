@@ -14,8 +14,9 @@ import (
 
 // engine is an index source: it turns write requests into durably
 // committed change sets, numbered in its index space, and publishes them
-// to the hub. The legacy engine is a persisted counter; HA mode adds a raft
-// FSM that commits through the same store and hub.
+// to the hub. The legacy engine is a persisted counter; the HA engine
+// (ha.go) replicates merged change sets through raft and its FSM (fsm.go)
+// commits them through the same store and hub.
 type engine interface {
 	// indexType is the index space of the change sets it commits.
 	indexType() abi.IndexType
@@ -83,43 +84,12 @@ func (e *legacyEngine) indexType() abi.IndexType { return abi.IndexLegacy }
 // submit validates the changes before queueing them, so that a bad
 // request never reaches the shared transaction and never delays others.
 func (e *legacyEngine) submit(ctx context.Context, changes []model.Change) (abi.Header, error) {
-	if len(changes) == 0 {
-		return abi.Header{}, fmt.Errorf("%w: no changes", ErrInvalidRequest)
-	}
-	if err := model.ValidateChanges(changes); err != nil {
-		return abi.Header{}, fmt.Errorf("%w: %w", ErrInvalidRequest, err)
-	}
-	size, err := worstCaseSetFrame(changes)
+	size, err := checkChanges(changes, e.st.maxSetFrame)
 	if err != nil {
-		return abi.Header{}, fmt.Errorf("%w: %w", ErrInvalidRequest, err)
-	}
-	if size > e.st.maxSetFrame {
-		return abi.Header{}, fmt.Errorf("%w: its frame would be %d bytes, limit %d", ErrChangeSetTooLarge, size, e.st.maxSetFrame)
+		return abi.Header{}, err
 	}
 	r := &commitReq{ctx: ctx, changes: changes, size: size, done: make(chan commitRes, 1)}
-	select {
-	case e.reqs <- r:
-	case <-e.stopped:
-		return abi.Header{}, ErrNotServing
-	case <-ctx.Done():
-		return abi.Header{}, fmt.Errorf("controller: submit: %w", ctx.Err())
-	}
-	select {
-	case res := <-r.done:
-		return res.hdr, res.err
-	case <-e.stopped:
-		// The writer answers every request it took before it stops.
-		select {
-		case res := <-r.done:
-			return res.hdr, res.err
-		default:
-			return abi.Header{}, ErrNotServing
-		}
-	case <-ctx.Done():
-		// The request may still commit; the caller cannot know. That is
-		// the contract of any database write whose caller gives up.
-		return abi.Header{}, fmt.Errorf("controller: submit: %w (the change set may still be committed)", ctx.Err())
-	}
+	return enqueue(ctx, e.reqs, e.stopped, r)
 }
 
 func (e *legacyEngine) run(ctx context.Context) {
@@ -174,7 +144,7 @@ func (e *legacyEngine) commit(ctx context.Context, batch []*commitReq) {
 	start := time.Now()
 	// Once taken, a batch commits even if the controller is shutting down:
 	// a half-cancelled commit would only fail every request in it.
-	err := e.st.db.Update(context.WithoutCancel(ctx), func(tx *model.Tx) error {
+	err := e.st.update(context.WithoutCancel(ctx), func(tx *model.Tx) error {
 		entries = entries[:0]
 		m, err := readMeta(tx)
 		if err != nil {

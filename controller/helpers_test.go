@@ -57,6 +57,11 @@ func runController(t testing.TB, c *Controller) *running {
 	r := &running{Controller: c, cancel: cancel, done: make(chan error, 1)}
 	go func() { r.done <- c.Run(ctx) }()
 	t.Cleanup(func() { r.stop(t) })
+	waitFor(t, "Run to start", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.started
+	})
 	return r
 }
 

@@ -22,6 +22,9 @@ type hub struct {
 	// index is the controller's last committed index of its mode.
 	index uint64
 	wake  chan struct{}
+	// gen counts resets: a session that sees it change re-checks its
+	// cursor against the (replaced) store before it reads on.
+	gen uint64
 }
 
 // newHub returns a hub holding up to size entries whose log currently ends
@@ -89,4 +92,34 @@ func (h *hub) since(after logKey, max int) (es []*logEntry, ok bool) {
 		es = append(es, at(i))
 	}
 	return es, true
+}
+
+// reset empties the ring after the store was replaced (an HA snapshot
+// restore): the log now ends at last and the controller's index is index.
+// Sessions are woken and, seeing a new generation, re-check their cursor.
+func (h *hub) reset(last logKey, index uint64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	clear(h.ring)
+	h.head, h.n = 0, 0
+	h.floor, h.last, h.index = last, last, index
+	h.gen++
+	close(h.wake)
+	h.wake = make(chan struct{})
+}
+
+// nudge wakes every waiting session without publishing anything, so that
+// sessions look at the controller's role again (it stopped serving).
+func (h *hub) nudge() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	close(h.wake)
+	h.wake = make(chan struct{})
+}
+
+// generation is the number of resets so far.
+func (h *hub) generation() uint64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.gen
 }

@@ -26,6 +26,10 @@ type metrics struct {
 	fullStates     prometheus.Counter
 	replays        prometheus.Counter
 	rejected       *prometheus.CounterVec
+	// haRequestsPerEntry: write requests merged into one raft entry.
+	haRequestsPerEntry prometheus.Histogram
+	// migrationPause: how long the last migration paused writes.
+	migrationPause prometheus.Gauge
 }
 
 func newMetrics(reg *prometheus.Registry, c *Controller) (*metrics, error) {
@@ -64,12 +68,31 @@ func newMetrics(reg *prometheus.Registry, c *Controller) (*metrics, error) {
 			Namespace: ns, Subsystem: sub, Name: "frames_rejected_total",
 			Help: "Router frames answered with an Error frame and a closed connection, by reason.",
 		}, []string{"reason"}),
+		haRequestsPerEntry: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: ns, Subsystem: sub, Name: "ha_requests_per_entry",
+			Help:    "Write requests merged into one raft entry (one change set) by the HA engine.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 11),
+		}),
+		migrationPause: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: ns, Subsystem: sub, Name: "migration_pause_seconds",
+			Help: "How long the last migration on this node paused writes.",
+		}),
 	}
 	for _, r := range []string{rejectMalformed, rejectTooLarge, rejectUnexpected, rejectVersion, rejectBadHello, rejectUnsupported} {
 		m.rejected.WithLabelValues(r)
 	}
 	cs := []prometheus.Collector{
 		m.committed, m.batchSize, m.commitDuration, m.commitFailures, m.fullStates, m.replays, m.rejected,
+		m.haRequestsPerEntry, m.migrationPause,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: ns, Subsystem: sub, Name: "leader",
+			Help: "1 while this node is the raft leader and accepts writes (HA mode), else 0.",
+		}, func() float64 {
+			if h := c.ha.Load(); h != nil && h.isReady() {
+				return 1
+			}
+			return 0
+		}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: ns, Subsystem: sub, Name: "index",
 			Help: "The controller's last committed index of its current mode.",

@@ -157,3 +157,23 @@ func (r *registry) snapshot(index uint64) []RouterStatus {
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out
 }
+
+// ackedAt counts the connected routers whose last ack (or Hello) puts them
+// at or past index of type t, and names the others.
+func (r *registry) ackedAt(t abi.IndexType, index uint64) (acked, total int, stragglers []string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for id, ri := range r.byID {
+		if ri.sess == nil {
+			continue
+		}
+		total++
+		if ri.status.AckedType == t && ri.status.AckedIndex >= index {
+			acked++
+		} else {
+			stragglers = append(stragglers, id)
+		}
+	}
+	sort.Strings(stragglers)
+	return acked, total, stragglers
+}

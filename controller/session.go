@@ -9,6 +9,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/indexgate/indexgate/abi"
 	"github.com/indexgate/indexgate/model"
 	"github.com/indexgate/indexgate/wire"
 )
@@ -51,6 +52,11 @@ type session struct {
 	cancel   context.CancelFunc
 	// batch is stream's reusable Batch slice.
 	batch []wire.ChangeSet
+	// timeline is the history the router is being brought along, and gen
+	// the hub generation (store replacements) the cursor was checked
+	// against.
+	timeline abi.Timeline
+	gen      uint64
 }
 
 // serveConn runs one router connection from accept to close.
@@ -79,32 +85,40 @@ func (c *Controller) serveConn(ctx context.Context, nc net.Conn) {
 	}
 	log = log.With("router", hello.RouterID)
 
+	if !c.acceptsRouters() {
+		// docs/protocol.md §5.1 item 5: an HA member that is not serving
+		// (a new member before its first snapshot, one without a leader, a
+		// retired member) sends the router elsewhere.
+		to := c.redirects(ctx)
+		log.Info("router redirected: this controller does not serve routers now", "role", role(c.role.Load()).String(), "redirect", to)
+		c.sendError(conn, &wire.Error{Code: wire.ErrCodeNotServing, Message: "this controller does not serve routers now", Redirect: to})
+		return
+	}
+
 	var welcome *wire.Welcome
 	var dec resumeDecision
 	var werr *wire.Error
-	err = c.st.db.View(ctx, func(tx *model.Tx) error {
-		m, err := readMeta(tx)
-		if err != nil {
-			return err
+	var gen, ahead uint64
+	for attempt := 0; ; attempt++ {
+		// Taken before the decision: a store replaced after it makes the
+		// session re-check its cursor.
+		gen = c.hub.generation()
+		welcome, dec, werr, ahead, err = c.decide(ctx, hello)
+		if err != nil || werr != nil || ahead == 0 || role(c.role.Load()) != roleHA || attempt > 0 {
+			break
 		}
-		proto, e := checkHello(hello, m.mode)
-		if e != nil {
-			werr = e
-			return nil
-		}
-		in := resumeInput{positions: hello.Positions, current: hello.Current, mode: m.mode, index: m.index(), timeline: m.timeline}
-		if p, ok := routerPosition(hello.Positions, hello.Current); ok && p.Timeline == m.timeline {
-			if in.follows, err = follows(tx, &m, p); err != nil {
-				return err
-			}
-		}
-		dec = decideResume(in)
-		welcome = &wire.Welcome{
-			Proto: proto, ClusterID: m.clusterID, NodeID: c.cfg.NodeID,
-			Mode: m.mode, Timeline: m.timeline, Index: m.index(), Resume: dec.kind,
-		}
-		return nil
-	})
+		// An HA member behind the router (it failed over from a member
+		// further ahead): the entries are committed and on their way, so
+		// wait for them rather than send a full state.
+		c.waitIndex(ctx, ahead, catchUpWait)
+	}
+	if err == nil && werr == nil && ahead != 0 && role(c.role.Load()) == roleHA {
+		to := c.redirects(ctx)
+		log.Info("router is ahead of this member; redirecting it", "routerIndex", ahead, "index", welcome.Index, "redirect", to)
+		c.sendError(conn, &wire.Error{Code: wire.ErrCodeNotServing,
+			Message: fmt.Sprintf("this member is at %d, behind the router's %d", welcome.Index, ahead), Redirect: to})
+		return
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			c.sendError(conn, shuttingDown())
@@ -137,7 +151,8 @@ func (c *Controller) serveConn(ctx context.Context, nc net.Conn) {
 	}
 	sctx, scancel := context.WithCancel(ctx)
 	defer scancel()
-	s := &session{c: c, conn: conn, id: hello.RouterID, remote: remote, log: log, maxFrame: maxFrame, cancel: scancel}
+	s := &session{c: c, conn: conn, id: hello.RouterID, remote: remote, log: log, maxFrame: maxFrame, cancel: scancel,
+		timeline: welcome.Timeline, gen: gen}
 	acked, _ := routerPosition(hello.Positions, hello.Current)
 	if old := c.routers.attach(s, acked, dec.kind); old != nil {
 		log.Warn("router reconnected while its previous session was open; closing the previous one", "previous", old.remote)
@@ -173,6 +188,63 @@ func (c *Controller) serveConn(ctx context.Context, nc net.Conn) {
 		log.Info("router session ended", "err", err)
 	default:
 		log.Info("router session ended")
+	}
+}
+
+// catchUpWait bounds how long a handshake waits for an HA member to catch
+// up with a router that is ahead of it; it stays well within the router's
+// handshake timeout.
+const catchUpWait = 3 * time.Second
+
+// decide validates a Hello and decides the resume from one read
+// transaction. ahead is the router's index when it is ahead of this
+// controller on its timeline and mode (the decision is then a full state).
+func (c *Controller) decide(ctx context.Context, hello *wire.Hello) (welcome *wire.Welcome, dec resumeDecision, werr *wire.Error, ahead uint64, err error) {
+	err = c.st.view(ctx, func(tx *model.Tx) error {
+		m, err := readMeta(tx)
+		if err != nil {
+			return err
+		}
+		proto, e := checkHello(hello, m.mode)
+		if e != nil {
+			werr = e
+			return nil
+		}
+		in := resumeInput{positions: hello.Positions, current: hello.Current, mode: m.mode, index: m.index(), timeline: m.timeline}
+		if p, ok := routerPosition(hello.Positions, hello.Current); ok && p.Timeline == m.timeline {
+			if in.follows, err = follows(tx, &m, p); err != nil {
+				return err
+			}
+			if p.Type == m.mode && p.Index > m.index() {
+				ahead = p.Index
+			}
+		}
+		dec = decideResume(in)
+		welcome = &wire.Welcome{
+			Proto: proto, ClusterID: m.clusterID, NodeID: c.nodeID(),
+			Mode: m.mode, Timeline: m.timeline, Index: m.index(), Resume: dec.kind,
+		}
+		return nil
+	})
+	return welcome, dec, werr, ahead, err
+}
+
+// waitIndex waits until the controller's index reaches index, at most d.
+func (c *Controller) waitIndex(ctx context.Context, index uint64, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for {
+		wake := c.hub.wait()
+		if c.hub.lastIndex() >= index {
+			return
+		}
+		select {
+		case <-wake:
+		case <-t.C:
+			return
+		case <-ctx.Done():
+			return
+		}
 	}
 }
 
@@ -244,7 +316,7 @@ func (s *session) readLoop(ctx context.Context) {
 // replyDigest answers a DigestRequest from one read transaction.
 func (s *session) replyDigest(ctx context.Context) error {
 	var r wire.DigestReply
-	err := s.c.st.db.View(ctx, func(tx *model.Tx) error {
+	err := s.c.st.view(ctx, func(tx *model.Tx) error {
 		m, err := readMeta(tx)
 		if err != nil {
 			return err
@@ -285,6 +357,24 @@ func (s *session) stream(ctx context.Context, dec resumeDecision) error {
 	defer hb.Stop()
 	for {
 		wake := s.c.hub.wait()
+		if g := s.c.hub.generation(); g != s.gen {
+			// The store was replaced (an HA snapshot restore): streaming
+			// goes on from the cursor only if the new store continues it.
+			s.gen = g
+			ok, err := s.c.continues(ctx, cursor, s.timeline)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				s.log.Info("the replaced store does not continue this router's stream; sending a full state", "at", cursor.index)
+				if cursor, err = s.sendFullState(ctx); err != nil {
+					return err
+				}
+				afterFull = true
+				hb.Reset(interval)
+				continue
+			}
+		}
 		es, err := s.next(ctx, cursor)
 		if errors.Is(err, errBelowFloor) {
 			if afterFull {
@@ -314,6 +404,14 @@ func (s *session) stream(ctx context.Context, dec resumeDecision) error {
 			hb.Reset(interval)
 			continue
 		}
+		if !s.c.serving() {
+			// Everything published has been sent (a rollback's mode change
+			// included): send the router to where it is served now.
+			to := s.c.redirects(ctx)
+			s.log.Info("this controller stopped serving routers; redirecting", "redirect", to)
+			s.c.sendError(s.conn, &wire.Error{Code: wire.ErrCodeNotServing, Message: "this controller stopped serving routers", Redirect: to})
+			return nil
+		}
 		select {
 		case <-wake:
 		case <-hb.C:
@@ -334,7 +432,7 @@ func (s *session) next(ctx context.Context, cursor logKey) ([]*logEntry, error) 
 		return es, nil
 	}
 	var es []*logEntry
-	err := s.c.st.db.View(ctx, func(tx *model.Tx) error {
+	err := s.c.st.view(ctx, func(tx *model.Tx) error {
 		m, err := readMeta(tx)
 		if err != nil {
 			return err
@@ -381,7 +479,7 @@ func (s *session) sendFullState(ctx context.Context) (logKey, error) {
 	var at logKey
 	var entities uint64
 	limit := min(s.c.cfg.FullStateChunkBytes, s.maxFrame-batchOverhead)
-	err := s.c.st.db.View(ctx, func(tx *model.Tx) error {
+	err := s.c.st.view(ctx, func(tx *model.Tx) error {
 		m, err := readMeta(tx)
 		if err != nil {
 			return err
@@ -429,6 +527,7 @@ func (s *session) sendFullState(ctx context.Context) (logKey, error) {
 			return err
 		}
 		at = logKey{index: m.index(), sub: subChangeSet}
+		s.timeline = m.timeline
 		return nil
 	})
 	if err != nil {
@@ -438,4 +537,27 @@ func (s *session) sendFullState(ctx context.Context) (logKey, error) {
 	s.c.routers.sent(s, at.index)
 	s.log.Info("full state sent", "index", at.index, "entities", entities)
 	return at, nil
+}
+
+// continues reports whether the (replaced) store continues a stream that
+// has sent everything up to cursor on timeline tl: same timeline, cursor
+// not below the log floor and not beyond the log's end. A raft snapshot
+// is always a later state of the same history, so sessions normally carry
+// on; anything else gets a full state.
+func (c *Controller) continues(ctx context.Context, cursor logKey, tl abi.Timeline) (bool, error) {
+	var ok bool
+	err := c.st.view(ctx, func(tx *model.Tx) error {
+		m, err := readMeta(tx)
+		if err != nil {
+			return err
+		}
+		last, err := lastLogKey(tx)
+		if err != nil {
+			return err
+		}
+		end := max(last.index, m.index())
+		ok = m.timeline == tl && cursor.index >= m.logFloor && cursor.index <= end
+		return nil
+	})
+	return ok, err
 }

@@ -6,9 +6,13 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
+	"os"
+	"path/filepath"
+	"sync"
 
 	"github.com/indexgate/indexgate/abi"
 	"github.com/indexgate/indexgate/model"
@@ -21,6 +25,9 @@ import (
 var (
 	bucketMeta = []byte("ig.controller.meta")
 	bucketLog  = []byte("ig.controller.log")
+	// bucketNodes is the HA node directory: node id → nodeInfo (JSON),
+	// written through raft so every member knows every member's addresses.
+	bucketNodes = []byte("ig.controller.nodes")
 )
 
 // Keys of bucketMeta. Counters are 8-byte big-endian (model.PutUint64).
@@ -32,7 +39,13 @@ var (
 	keyChangeSets = []byte("changeSets") // change sets ever committed
 	keyLogFloor   = []byte("logFloor")   // highest trimmed index
 	keyLogCount   = []byte("logCount")   // change sets held in the log
-	keyIndex      = [...][]byte{abi.IndexLegacy: []byte("index.legacy"), abi.IndexHA: []byte("index.ha")}
+	// keyRaftApplied is the raft index of the last command the HA state
+	// machine applied, written in the transaction that applied it, so a
+	// replay after a restart skips what the store already holds.
+	keyRaftApplied = []byte("raftApplied")
+	// keyMigration is the migration record (JSON migrationRecord).
+	keyMigration = []byte("migration")
+	keyIndex     = [...][]byte{abi.IndexLegacy: []byte("index.legacy"), abi.IndexHA: []byte("index.ha")}
 )
 
 // layoutVersion is the layout of the controller's buckets; openStore
@@ -110,6 +123,11 @@ type meta struct {
 	changeSets uint64
 	logFloor   uint64
 	logCount   uint64
+	// raftApplied is the raft index of the last command the HA state
+	// machine applied to this store (0: none).
+	raftApplied uint64
+	// migration is the persisted migration record, nil if none.
+	migration *migrationRecord
 }
 
 // index is the last committed index of the current mode.
@@ -131,11 +149,61 @@ func (m *meta) positions() []wire.Position {
 // store is the controller's persistence on top of a model.Store: meta,
 // entities and the change log. Every engine commits through it.
 type store struct {
+	// swap guards db against replace: every transaction holds it shared,
+	// replace (the HA state machine's Restore) holds it exclusively while
+	// it swaps the file, so sessions pause instead of reading a closed
+	// store. Use view and update, not db directly.
+	swap      sync.RWMutex
 	db        *model.Store
+	path      string
+	opts      model.Options
 	retention uint64
 	// maxSetFrame is the largest stored change set frame: it must fit a
 	// Batch of one within every router's frame limit.
 	maxSetFrame int
+}
+
+// view runs fn in a read transaction of the current store file.
+func (s *store) view(ctx context.Context, fn func(*model.Tx) error) error {
+	s.swap.RLock()
+	defer s.swap.RUnlock()
+	return s.db.View(ctx, fn)
+}
+
+// update runs fn in a write transaction of the current store file.
+func (s *store) update(ctx context.Context, fn func(*model.Tx) error) error {
+	s.swap.RLock()
+	defer s.swap.RUnlock()
+	return s.db.Update(ctx, fn)
+}
+
+// replace makes the store file at img (a complete controller store,
+// synced) the store: close, rename over, sync the directory, reopen, all
+// while holding swap exclusively. A failure to reopen leaves the store
+// unusable (ErrClosed on every call), which the caller reports.
+func (s *store) replace(img string) error {
+	s.swap.Lock()
+	defer s.swap.Unlock()
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("controller: close store for replacement: %w", err)
+	}
+	if err := os.Rename(img, s.path); err != nil {
+		// The old file is still in place: reopen it.
+		db, oerr := model.Open(s.path, s.opts)
+		if oerr == nil {
+			s.db = db
+		}
+		return fmt.Errorf("controller: replace store: %w", err)
+	}
+	if err := syncDir(filepath.Dir(s.path)); err != nil {
+		return fmt.Errorf("controller: replace store: %w", err)
+	}
+	db, err := model.Open(s.path, s.opts)
+	if err != nil {
+		return fmt.Errorf("controller: reopen replaced store: %w", err)
+	}
+	s.db = db
+	return nil
 }
 
 // newRandomID returns 32 hex digits from crypto/rand.
@@ -153,7 +221,7 @@ func openStore(ctx context.Context, path string, opts model.Options, retention u
 	if err != nil {
 		return nil, err
 	}
-	s := &store{db: db, retention: retention, maxSetFrame: maxSetFrame(maxFrame)}
+	s := &store{db: db, path: path, opts: opts, retention: retention, maxSetFrame: maxSetFrame(maxFrame)}
 	if err := db.Update(ctx, initMeta); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("controller: init store %s: %w", path, err)
@@ -177,6 +245,9 @@ func initMeta(tx *model.Tx) error {
 	if _, err := tx.CreateBucketIfNotExists(bucketLog); err != nil {
 		return err
 	}
+	if _, err := tx.CreateBucketIfNotExists(bucketNodes); err != nil {
+		return err
+	}
 	if v := mb.Get(keyLayout); v != nil {
 		n, err := model.Uint64(mb, keyLayout)
 		if err != nil || n != layoutVersion {
@@ -197,7 +268,11 @@ func initMeta(tx *model.Tx) error {
 	return mb.Put(keyClusterID, []byte(newRandomID()))
 }
 
-func (s *store) close() error { return s.db.Close() }
+func (s *store) close() error {
+	s.swap.Lock()
+	defer s.swap.Unlock()
+	return s.db.Close()
+}
 
 // readMeta reads the controller's meta in tx.
 func readMeta(tx *model.Tx) (meta, error) {
@@ -225,9 +300,15 @@ func readMeta(tx *model.Tx) (meta, error) {
 	for _, f := range []struct {
 		key []byte
 		dst *uint64
-	}{{keyChangeSets, &m.changeSets}, {keyLogFloor, &m.logFloor}, {keyLogCount, &m.logCount}} {
+	}{{keyChangeSets, &m.changeSets}, {keyLogFloor, &m.logFloor}, {keyLogCount, &m.logCount}, {keyRaftApplied, &m.raftApplied}} {
 		if *f.dst, err = model.Uint64(mb, f.key); err != nil {
 			return m, err
+		}
+	}
+	if v := mb.Get(keyMigration); len(v) > 0 {
+		m.migration = &migrationRecord{}
+		if err := json.Unmarshal(v, m.migration); err != nil {
+			return m, fmt.Errorf("%w: migration record: %v", model.ErrCorrupt, err)
 		}
 	}
 	return m, nil
@@ -253,12 +334,19 @@ func writeMeta(tx *model.Tx, m *meta) error {
 	for _, f := range []struct {
 		key []byte
 		v   uint64
-	}{{keyChangeSets, m.changeSets}, {keyLogFloor, m.logFloor}, {keyLogCount, m.logCount}} {
+	}{{keyChangeSets, m.changeSets}, {keyLogFloor, m.logFloor}, {keyLogCount, m.logCount}, {keyRaftApplied, m.raftApplied}} {
 		if err := model.PutUint64(mb, f.key, f.v); err != nil {
 			return err
 		}
 	}
-	return nil
+	if m.migration == nil {
+		return mb.Delete(keyMigration)
+	}
+	b, err := json.Marshal(m.migration)
+	if err != nil {
+		return err
+	}
+	return mb.Put(keyMigration, b)
 }
 
 // encodeChangeSet returns the stored form of cs: its wire frame, so that

@@ -1,6 +1,8 @@
-// Command controller runs the indexgate controller (legacy mode) and its
-// maintenance tasks: backup and restore of its store. It is wiring only:
-// flags become a controller.Config and the work is package controller's.
+// Command controller runs the indexgate controller (legacy mode, or a
+// member of an HA cluster on raft) and its maintenance tasks: migration
+// between the modes, backup and restore of its store. It is wiring only:
+// flags become a controller.Config or an admin API request, and the work is
+// package controller's.
 //
 // Exit codes: 0 success, 1 runtime failure, 2 bad flags or configuration.
 package main
@@ -113,7 +115,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	pf := root.PersistentFlags()
 	pf.StringVar(&lf.format, "log-format", "text", "log format: text or json")
 	pf.StringVar(&lf.level, "log-level", "info", "log level: debug, info, warn or error")
-	root.AddCommand(newRunCmd(&lf, stderr), newBackupCmd(stdout), newRestoreCmd(stdout))
+	root.AddCommand(newRunCmd(&lf, stderr), newMigrateCmd(stdout), newBackupCmd(stdout), newRestoreCmd(stdout))
 	return root
 }
 
@@ -148,7 +150,12 @@ func newRunCmd(lf *logFlags, stderr io.Writer) *cobra.Command {
 	f.StringVar(&cfg.AdminAddr, "admin", controller.DefaultAdminAddr, "admin HTTP address host:port")
 	f.BoolVar(&cfg.Insecure, "insecure", false, "serve routers and the admin API in plaintext (required until TLS is configurable)")
 	f.Uint64Var(&cfg.Retention, "retention", controller.DefaultRetention, "change sets kept in the log for replay")
-	f.StringVar(&cfg.NodeID, "node-id", "", "this controller's name in Welcome frames and logs (default: the host name)")
+	f.StringVar(&cfg.NodeID, "node-id", "", "this controller's name in Welcome frames and logs (default: the host name); the raft server id with --ha")
+	f.BoolVar(&cfg.HA, "ha", false, "run as a member of an HA cluster (raft); a data directory that is already a member runs HA mode anyway")
+	f.StringVar(&cfg.RaftAddr, "raft-addr", "", "raft transport address host:port of a new HA member (default on restart: the one it joined with)")
+	f.BoolVar(&cfg.Bootstrap, "bootstrap", false, "with --ha: start a new cluster from this data directory's store (a legacy store is migrated offline)")
+	f.StringVar(&cfg.Join, "join", "", "with --ha: admin address (http://host:port) of a member of the cluster to join")
+	f.DurationVar(&cfg.AckTimeout, "ack-timeout", controller.DefaultAckTimeout, "how long a migration waits for routers to acknowledge the last index")
 	_ = cmd.MarkFlagRequired("data-dir")
 	return cmd
 }

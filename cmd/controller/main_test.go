@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -38,6 +40,16 @@ func TestExitCodesAndMessages(t *testing.T) {
 		{"backup of nothing", []string{"backup", "--data-dir", filepath.Join(dir, "none"), "--out", filepath.Join(dir, "b")}, exitFailure, "backup"},
 		{"restore from a missing file", []string{"restore", "--data-dir", dir, "--from", filepath.Join(dir, "missing")}, exitFailure, "restore"},
 		{"restore needs --from", []string{"restore", "--data-dir", dir}, exitUsage, `required flag(s) "from" not set`},
+		{"ha needs a node id", []string{"run", "--data-dir", dir, "--insecure", "--ha"}, exitUsage, "needs a node id"},
+		{"bootstrap needs ha", []string{"run", "--data-dir", dir, "--insecure", "--bootstrap"}, exitUsage, "need --ha"},
+		{"bootstrap or join", []string{"run", "--data-dir", dir, "--insecure", "--ha", "--node-id", "n1", "--bootstrap", "--join", "127.0.0.1:1"}, exitUsage, "not both"},
+		{"bad join address", []string{"run", "--data-dir", dir, "--insecure", "--ha", "--node-id", "n1", "--join", "ftp://x"}, exitUsage, "join address"},
+		{"new member needs a way in", []string{"run", "--data-dir", t.TempDir(), "--insecure", "--ha", "--node-id", "n1",
+			"--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"}, exitUsage, "--bootstrap"},
+		{"migrate needs --to", []string{"migrate"}, exitUsage, `required flag(s) "to" not set`},
+		{"migrate to nowhere", []string{"migrate", "--to", "sideways"}, exitUsage, `--to "sideways"`},
+		{"migrate to ha needs ids", []string{"migrate", "--to", "ha"}, exitUsage, "--node-id and --raft-addr"},
+		{"migrate unreachable", []string{"migrate", "--to", "legacy", "--admin", "127.0.0.1:1"}, exitFailure, "connection refused"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -102,5 +114,68 @@ func TestRunBackupRestore(t *testing.T) {
 	code, out, stderr = runCLI(context.Background(), "restore", "--data-dir", dir, "--from", file)
 	if code != exitOK || !strings.Contains(out, "new timeline") || !strings.Contains(out, "previous store is kept") {
 		t.Fatalf("restore: exit %d %s %s", code, out, stderr)
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// TestMigrateCommand runs a legacy controller, migrates it to HA mode with
+// "controller migrate" (real raft over TCP), which prints its progress,
+// then rolls it back; a second migration to the same mode is refused with
+// one line and exit 1.
+func TestMigrateCommand(t *testing.T) {
+	dir, admin := t.TempDir(), freeAddr(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	var errb bytes.Buffer
+	go func() {
+		done <- run(ctx, []string{"run", "--data-dir", dir, "--insecure", "--listen", "127.0.0.1:0",
+			"--admin", admin, "--log-level", "error"}, &bytes.Buffer{}, &errb)
+	}()
+	defer func() {
+		cancel()
+		if code := <-done; code != exitOK {
+			t.Errorf("run exited %d: %s", code, errb.String())
+		}
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Post("http://"+admin+"/v1/changes", "application/json", strings.NewReader(`{"changes":[{"op":"put","kind":"k","id":"i","value":"v"}]}`))
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("controller never took a write")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	code, out, stderr := runCLI(ctx, "migrate", "--to", "ha", "--admin", admin, "--node-id", "n1", "--raft-addr", freeAddr(t))
+	if code != exitOK || !strings.Contains(out, "migration to ha done") || !strings.Contains(out, "% ") {
+		t.Fatalf("migrate --to ha: exit %d\n%s%s", code, out, stderr)
+	}
+	code, _, stderr = runCLI(ctx, "migrate", "--to", "ha", "--admin", admin, "--node-id", "n1", "--raft-addr", freeAddr(t))
+	if lines := strings.Split(strings.TrimSpace(stderr), "\n"); code != exitFailure || len(lines) != 1 || !strings.Contains(stderr, "not a legacy controller") {
+		t.Fatalf("second migrate --to ha: exit %d %q", code, stderr)
+	}
+	// Rolling back needs an HA change set since the migration.
+	resp, err := http.Post("http://"+admin+"/v1/changes", "application/json", strings.NewReader(`{"changes":[{"op":"put","kind":"k","id":"j","value":"v"}]}`))
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("HA write: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	code, out, stderr = runCLI(ctx, "migrate", "--to", "legacy", "--admin", admin)
+	if code != exitOK || !strings.Contains(out, "migration to legacy done") {
+		t.Fatalf("migrate --to legacy: exit %d\n%s%s", code, out, stderr)
 	}
 }
