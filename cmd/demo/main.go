@@ -42,7 +42,8 @@ func main() {
 	f.StringVar(&cfg.WorkDir, "work-dir", "", "keep data and logs here (default: a temp dir removed afterwards)")
 	f.BoolVar(&cfg.Keep, "keep", false, "keep the work dir")
 	f.IntVar(&cfg.Writers, "writers", 4, "concurrent writers")
-	f.IntVar(&cfg.Batches, "batches", 100, "POSTs per writer")
+	f.IntVar(&cfg.Batches, "batches", 100, "acknowledged POSTs between two steps of the story")
+	f.DurationVar(&cfg.Pace, "pace", 10*time.Millisecond, "pause of each writer between two POSTs")
 	f.IntVar(&cfg.BatchSize, "batch-size", 10, "changes per POST")
 	f.DurationVar(&cfg.Timeout, "timeout", 3*time.Minute, "bound for the whole run")
 	if err := cmd.ExecuteContext(context.Background()); err != nil {

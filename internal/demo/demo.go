@@ -2,6 +2,8 @@ package demo
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -27,9 +29,11 @@ type Config struct {
 	WorkDir string
 	// Keep leaves WorkDir in place for inspection.
 	Keep bool
-	// Writers is the number of concurrent writers; Batches the POSTs each
-	// makes; BatchSize the changes per POST.
+	// Writers is the number of concurrent writers; Batches the number of
+	// acknowledged POSTs between two steps of the story; BatchSize the
+	// changes per POST; Pace the pause of a writer between two POSTs.
 	Writers, Batches, BatchSize int
+	Pace                        time.Duration
 	// Timeout bounds the whole run.
 	Timeout time.Duration
 	// Out receives progress lines and the summary.
@@ -44,6 +48,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Batches <= 0 {
 		c.Batches = 100
+	}
+	if c.Pace <= 0 {
+		c.Pace = 10 * time.Millisecond
 	}
 	if c.BatchSize <= 0 {
 		c.BatchSize = 10
@@ -69,12 +76,14 @@ type Result struct {
 	FullResyncs int
 	Swapped     bool
 	Killed      bool
+	// MigrationPauseMs is the write pause of the live legacy → HA migration.
+	MigrationPauseMs float64
 }
 
 // Line renders the summary line the README promises.
 func (r Result) Line(ok bool, reason string) string {
-	s := fmt.Sprintf("changes=%d routers=%d lost=%d duplicated=%d full_resyncs=%d",
-		r.Changes, r.Routers, r.Lost, r.Duplicated, r.FullResyncs)
+	s := fmt.Sprintf("changes=%d routers=%d lost=%d duplicated=%d full_resyncs=%d migration_pause_ms=%.0f",
+		r.Changes, r.Routers, r.Lost, r.Duplicated, r.FullResyncs, r.MigrationPauseMs)
 	if ok {
 		return "demo: OK " + s
 	}
@@ -88,7 +97,18 @@ type controllerStatus struct {
 	Entities   uint64 `json:"entities"`
 	Digest     string `json:"digest"`
 	ChangeSets uint64 `json:"changeSets"`
-	Routers    []struct {
+	NodeID     string `json:"nodeId"`
+	Leader     bool   `json:"leader"`
+	Serving    bool   `json:"serving"`
+	Peers      []struct {
+		ID string `json:"id"`
+	} `json:"peers"`
+	Migration struct {
+		Step    string  `json:"step"`
+		PauseMs float64 `json:"pauseMs"`
+		Error   string  `json:"error"`
+	} `json:"migration"`
+	Routers []struct {
 		ID         string `json:"id"`
 		Connected  bool   `json:"connected"`
 		AckedIndex uint64 `json:"ackedIndex"`
@@ -145,12 +165,16 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 }
 
 type run struct {
-	cfg     Config
-	c       *client
-	dir     string
-	ctrl    *process
-	// ctrlListen is the controller's router-facing address.
-	ctrlListen string
+	cfg   Config
+	c     *client
+	dir   string
+	addrs *addrPool
+	// swapSHA is the sha256 of the module hot-swapped mid-stream; routers
+	// pin it, the way an operator vouches for a module they roll out.
+	swapSHA string
+	// nodes are the controller processes: n1 starts as the legacy
+	// controller and becomes the first raft member; n2 and n3 join.
+	nodes   []*node
 	routers []*process
 
 	mu       sync.Mutex
@@ -158,12 +182,32 @@ type run struct {
 	changes  atomic.Int64
 }
 
+// node is one controller process and its addresses.
+type node struct {
+	*process
+	id, listen, raft string
+}
+
 func (d *run) procs() []*process {
 	var ps []*process
-	if d.ctrl != nil {
-		ps = append(ps, d.ctrl)
+	for _, n := range d.nodes {
+		ps = append(ps, n.process)
 	}
 	return append(ps, d.routers...)
+}
+
+// admins lists the admin addresses of the controller nodes still running,
+// for writers and status polls to rotate through.
+func (d *run) admins() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var out []string
+	for _, n := range d.nodes {
+		if n.running() {
+			out = append(out, n.admin)
+		}
+	}
+	return out
 }
 
 func (d *run) say(format string, args ...any) {
@@ -174,8 +218,8 @@ func (d *run) cleanup() {
 	for _, p := range d.routers {
 		p.stop()
 	}
-	if d.ctrl != nil {
-		d.ctrl.stop()
+	for _, n := range d.nodes {
+		n.stop()
 	}
 	if d.dir != "" && !d.cfg.Keep && d.cfg.WorkDir == "" {
 		os.RemoveAll(d.dir)
@@ -201,8 +245,28 @@ func (d *run) run(ctx context.Context) (Result, error) {
 			return res, fmt.Errorf("binary %s missing (run make build): %w", d.bin(b), err)
 		}
 	}
-
-	if err := d.startController(ctx); err != nil {
+	swap, err := os.ReadFile(d.cfg.SwapModule)
+	if err != nil {
+		return res, fmt.Errorf("swap module: %w", err)
+	}
+	sum := sha256.Sum256(swap)
+	d.swapSHA = hex.EncodeToString(sum[:])
+	// Addresses for every process up front (3 per controller node, 1 per
+	// router): routers are given every node's router address and fail
+	// over between them.
+	if d.addrs, err = newAddrPool(3*3 + 3); err != nil {
+		return res, err
+	}
+	for i := 1; i <= 3; i++ {
+		n := &node{id: fmt.Sprintf("n%d", i), process: &process{name: fmt.Sprintf("controller-n%d", i)}}
+		for _, a := range []*string{&n.admin, &n.listen, &n.raft} {
+			if *a, err = d.addrs.next(); err != nil {
+				return res, err
+			}
+		}
+		d.nodes = append(d.nodes, n)
+	}
+	if err := d.startLegacy(ctx, d.nodes[0]); err != nil {
 		return res, err
 	}
 	for i := 1; i <= 3; i++ {
@@ -214,27 +278,33 @@ func (d *run) run(ctx context.Context) (Result, error) {
 	if err := d.waitConnected(ctx); err != nil {
 		return res, err
 	}
-	d.say("controller %s and %d routers up; writing %d batches of %d changes from %d writers",
-		d.ctrl.admin, len(d.routers), d.cfg.Batches*d.cfg.Writers, d.cfg.BatchSize, d.cfg.Writers)
+	d.say("legacy controller n1 (%s) and %d routers up; %d writers posting batches of %d changes until the end",
+		d.nodes[0].admin, len(d.routers), d.cfg.Writers, d.cfg.BatchSize)
 
-	total := int64(d.cfg.Writers * d.cfg.Batches)
+	// The writers run until the last phase is over; each phase waits for
+	// cfg.Batches more acknowledged batches, so every step happens under load.
 	var posted atomic.Int64
+	var stop atomic.Bool
 	wctx, wcancel := context.WithCancel(ctx)
 	defer wcancel()
 	werr := make(chan error, d.cfg.Writers)
 	for w := 0; w < d.cfg.Writers; w++ {
-		go func(w int) { werr <- d.writer(wctx, w, &posted) }(w)
+		go func(w int) { werr <- d.writer(wctx, w, &posted, &stop) }(w)
+	}
+	step := func() error {
+		target := posted.Load() + int64(d.cfg.Batches)
+		return waitFor(ctx, func() bool { return posted.Load() >= target })
 	}
 
-	// Chaos while the writers run: SIGKILL a router, restart it; hot-swap a filter.
-	victim, swapper := d.routers[1], d.routers[2]
-	if err := waitFor(ctx, func() bool { return posted.Load() >= total*3/10 }); err != nil {
+	// 1. A router is killed with SIGKILL and restarted (legacy mode).
+	victim := d.routers[1]
+	if err := step(); err != nil {
 		return res, err
 	}
-	d.say("SIGKILL %s at %d/%d batches", victim.name, posted.Load(), total)
+	d.say("SIGKILL %s after %d batches", victim.name, posted.Load())
 	victim.kill(syscall.SIGKILL, 5*time.Second)
 	res.Killed = true
-	if err := waitFor(ctx, func() bool { return posted.Load() >= total/2 }); err != nil {
+	if err := step(); err != nil {
 		return res, err
 	}
 	d.say("restart %s", victim.name)
@@ -244,15 +314,59 @@ func (d *run) run(ctx context.Context) (Result, error) {
 	if err := d.c.waitHealthy(ctx, victim); err != nil {
 		return res, err
 	}
-	if err := waitFor(ctx, func() bool { return posted.Load() >= total*6/10 }); err != nil {
+	if err := step(); err != nil {
 		return res, err
 	}
-	sha, err := d.swapFilter(ctx, swapper, "ha", d.cfg.SwapModule)
+
+	// 2. Live migration of n1 to HA mode under the write load.
+	before := posted.Load()
+	pause, err := d.migrate(ctx, d.nodes[0])
 	if err != nil {
-		return res, fmt.Errorf("hot swap on %s: %w", swapper.name, err)
+		return res, fmt.Errorf("migration to HA: %w", err)
+	}
+	res.MigrationPauseMs = pause
+	d.say("migrated n1 to HA mode live (%d batches written during the migration): write pause %.0f ms",
+		posted.Load()-before, pause)
+
+	// 3. Two more members join.
+	for _, n := range d.nodes[1:] {
+		if err := d.startMember(ctx, n, d.nodes[0].admin); err != nil {
+			return res, err
+		}
+	}
+	if err := d.waitPeers(ctx, 3); err != nil {
+		return res, err
+	}
+	d.say("n2 and n3 joined: 3-node raft cluster")
+
+	// 4. Hot swap of the HA filter on every router, mid-stream.
+	if err := step(); err != nil {
+		return res, err
+	}
+	for _, r := range d.routers {
+		sha, err := d.swapFilter(ctx, r, "ha", d.cfg.SwapModule)
+		if err != nil {
+			return res, fmt.Errorf("hot swap on %s: %w", r.name, err)
+		}
+		d.say("hot-swapped the ha filter on %s to %s (%s)", r.name, filepath.Base(d.cfg.SwapModule), short(sha))
 	}
 	res.Swapped = true
-	d.say("hot-swapped the ha filter on %s to %s (%s)", swapper.name, filepath.Base(d.cfg.SwapModule), short(sha))
+
+	// 5. The leader is killed; writes continue on the survivors.
+	if err := step(); err != nil {
+		return res, err
+	}
+	leader, err := d.leader(ctx)
+	if err != nil {
+		return res, err
+	}
+	d.say("SIGKILL the raft leader %s after %d batches", leader.id, posted.Load())
+	leader.kill(syscall.SIGKILL, 5*time.Second)
+	if err := step(); err != nil {
+		return res, err
+	}
+	d.say("writes continue on the survivors (%d batches in all)", posted.Load())
+	stop.Store(true)
 
 	for w := 0; w < d.cfg.Writers; w++ {
 		if err := <-werr; err != nil {
@@ -271,33 +385,88 @@ func short(s string) string {
 	return s
 }
 
-func (d *run) startController(ctx context.Context) error {
-	admin, err := freeAddr()
+func (d *run) startNode(ctx context.Context, n *node, extra ...string) error {
+	data, err := mkdir(d.dir, n.name)
 	if err != nil {
 		return err
 	}
-	listen, err := freeAddr()
+	n.bin = d.bin("controller")
+	n.logPath = filepath.Join(d.dir, n.name+".log")
+	n.args = append([]string{"run", "--data-dir", data, "--listen", n.listen, "--admin", n.admin, "--insecure"}, extra...)
+	if err := n.start(); err != nil {
+		return err
+	}
+	return d.c.waitHealthy(ctx, n.process)
+}
+
+// startLegacy starts n as a plain legacy controller.
+func (d *run) startLegacy(ctx context.Context, n *node) error { return d.startNode(ctx, n) }
+
+// startMember starts n as an HA node joining through an existing member.
+func (d *run) startMember(ctx context.Context, n *node, via string) error {
+	return d.startNode(ctx, n, "--ha", "--node-id", n.id, "--raft-addr", n.raft, "--join", "http://"+via)
+}
+
+// migrate asks the legacy controller n to become the first raft member and
+// waits for the migration to finish; it returns the write pause.
+func (d *run) migrate(ctx context.Context, n *node) (float64, error) {
+	body, _ := json.Marshal(map[string]string{"to": "ha", "nodeId": n.id, "raftAddr": n.raft})
+	if err := d.c.do(ctx, "POST", "http://"+n.admin+"/v1/migrate", "application/json", body, nil); err != nil {
+		return 0, err
+	}
+	var st controllerStatus
+	var last string
+	err := waitFor(ctx, func() bool {
+		if d.c.getJSON(ctx, "http://"+n.admin+"/v1/status", &st) != nil {
+			return false
+		}
+		if st.Migration.Step != last {
+			last = st.Migration.Step
+			d.say("  migration step: %s", last)
+		}
+		return st.Migration.Step == "done" || st.Migration.Step == "failed" || st.Migration.Error != ""
+	})
 	if err != nil {
-		return err
+		return 0, err
 	}
-	data, err := mkdir(d.dir, "controller")
-	if err != nil {
-		return err
+	if st.Migration.Step != "done" {
+		return 0, fmt.Errorf("step %s: %s", st.Migration.Step, st.Migration.Error)
 	}
-	d.ctrl = &process{
-		name: "controller", bin: d.bin("controller"), admin: admin,
-		logPath: filepath.Join(d.dir, "controller.log"),
-		args: []string{"run", "--data-dir", data, "--listen", listen, "--admin", admin, "--insecure"},
-	}
-	if err := d.ctrl.start(); err != nil {
-		return err
-	}
-	d.ctrlListen = listen
-	return d.c.waitHealthy(ctx, d.ctrl)
+	return st.Migration.PauseMs, nil
+}
+
+// waitPeers waits until a member reports n voters and every running node
+// serves routers.
+func (d *run) waitPeers(ctx context.Context, n int) error {
+	return waitFor(ctx, func() bool {
+		for _, a := range d.admins() {
+			var st controllerStatus
+			if d.c.getJSON(ctx, "http://"+a+"/v1/status", &st) != nil || len(st.Peers) != n || !st.Serving {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// leader finds the node that currently leads the raft cluster.
+func (d *run) leader(ctx context.Context) (*node, error) {
+	var found *node
+	err := waitFor(ctx, func() bool {
+		for _, n := range d.nodes {
+			var st controllerStatus
+			if n.running() && d.c.getJSON(ctx, "http://"+n.admin+"/v1/status", &st) == nil && st.Leader {
+				found = n
+				return true
+			}
+		}
+		return false
+	})
+	return found, err
 }
 
 func (d *run) startRouter(ctx context.Context, id string) error {
-	admin, err := freeAddr()
+	admin, err := d.addrs.next()
 	if err != nil {
 		return err
 	}
@@ -305,11 +474,15 @@ func (d *run) startRouter(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
+	var ctrls []string
+	for _, n := range d.nodes {
+		ctrls = append(ctrls, n.listen)
+	}
 	p := &process{
 		name: id, bin: d.bin("router"), admin: admin,
 		logPath: filepath.Join(d.dir, id+".log"),
-		args: []string{"run", "--id", id, "--data-dir", data, "--controller", d.ctrlListen,
-			"--admin", admin, "--insecure"},
+		args: []string{"run", "--id", id, "--data-dir", data, "--controller", strings.Join(ctrls, ","),
+			"--admin", admin, "--insecure", "--pin", d.swapSHA},
 	}
 	if err := p.start(); err != nil {
 		return err
@@ -321,7 +494,7 @@ func (d *run) startRouter(ctx context.Context, id string) error {
 func (d *run) waitConnected(ctx context.Context) error {
 	return waitFor(ctx, func() bool {
 		var st controllerStatus
-		if d.c.getJSON(ctx, "http://"+d.ctrl.admin+"/v1/status", &st) != nil {
+		if d.c.getJSON(ctx, "http://"+d.nodes[0].admin+"/v1/status", &st) != nil {
 			return false
 		}
 		n := 0
@@ -336,9 +509,13 @@ func (d *run) waitConnected(ctx context.Context) error {
 
 // writer posts its batches. Every batch only touches the writer's own keys
 // and is idempotent (puts of fixed values, deletes), so a write whose answer
-// was lost can be retried and the expected model stays exact.
-func (d *run) writer(ctx context.Context, w int, posted *atomic.Int64) error {
-	for b := 0; b < d.cfg.Batches; b++ {
+// was lost (a leader killed mid-request) is retried on another node and the
+// expected model stays exact.
+func (d *run) writer(ctx context.Context, w int, posted *atomic.Int64, stop *atomic.Bool) error {
+	next := w // rotate through the nodes on failure
+	for b := 0; !stop.Load(); b++ {
+		// A steady stream rather than a burst, so every phase sees writes.
+		time.Sleep(d.cfg.Pace)
 		var cs []change
 		for i := 0; i < d.cfg.BatchSize; i++ {
 			n := b*d.cfg.BatchSize + i
@@ -354,16 +531,22 @@ func (d *run) writer(ctx context.Context, w int, posted *atomic.Int64) error {
 		}
 		body, _ := json.Marshal(map[string]any{"changes": cs})
 		for attempt := 0; ; attempt++ {
+			admins := d.admins()
+			if len(admins) == 0 {
+				return errors.New("no controller node running")
+			}
+			target := admins[next%len(admins)]
 			var out struct {
 				Index uint64 `json:"index"`
 			}
-			err := d.c.do(ctx, "POST", "http://"+d.ctrl.admin+"/v1/changes", "application/json", body, &out)
+			err := d.c.do(ctx, "POST", "http://"+target+"/v1/changes", "application/json", body, &out)
 			if err == nil {
 				break
 			}
-			if !retryable(err) || attempt > 200 || ctx.Err() != nil {
-				return fmt.Errorf("POST /v1/changes: %w", err)
+			if !retryable(err) || attempt > 600 || ctx.Err() != nil {
+				return fmt.Errorf("POST %s/v1/changes: %w", target, err)
 			}
+			next++
 			time.Sleep(50 * time.Millisecond)
 		}
 		d.mu.Lock()
@@ -394,15 +577,22 @@ func (d *run) swapFilter(ctx context.Context, p *process, typ, file string) (str
 	return out.SHA256, err
 }
 
-// verify waits until every router reports the controller's digest, then
-// counts lost and duplicated change sets.
+// verify waits until every running controller node and every router report
+// the same digest, then counts lost and duplicated change sets.
 func (d *run) verify(ctx context.Context, res Result) (Result, error) {
 	var cst controllerStatus
 	vctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	converged := waitFor(vctx, func() bool {
-		if d.c.getJSON(vctx, "http://"+d.ctrl.admin+"/v1/status", &cst) != nil {
+		admins := d.admins()
+		if len(admins) == 0 || d.c.getJSON(vctx, "http://"+admins[0]+"/v1/status", &cst) != nil {
 			return false
+		}
+		for _, a := range admins[1:] {
+			var st controllerStatus
+			if d.c.getJSON(vctx, "http://"+a+"/v1/status", &st) != nil || st.Digest != cst.Digest {
+				return false
+			}
 		}
 		for _, p := range d.routers {
 			var rs routerStatus
@@ -449,18 +639,21 @@ func (d *run) verify(ctx context.Context, res Result) (Result, error) {
 			problems = append(problems, fmt.Sprintf("%s: %d acknowledged writes missing or wrong", p.name, lost))
 		}
 		res.Lost += lost
-		d.say("%s: digest %s entities=%d applied=%d skipped=%d full_resyncs=%d gaps=%d",
+		d.say("%s: digest %s entities=%d applied=%d skipped=%d full_resyncs=%d gaps=%d mode=%s",
 			p.name, short(rs.Digest), rs.Entities, rs.Counters.Applied, rs.Counters.Skipped,
-			rs.Counters.FullResyncs, rs.Counters.Gaps)
+			rs.Counters.FullResyncs, rs.Counters.Gaps, rs.Mode)
 	}
 	if converged != nil {
-		problems = append(problems, "routers did not converge on the controller's digest within 60s")
+		problems = append(problems, "routers and controller nodes did not converge on one digest within 60s")
 	}
 	if uint64(len(expected)) != cst.Entities {
 		problems = append(problems, fmt.Sprintf("controller has %d entities, writers expect %d", cst.Entities, len(expected)))
 	}
 	if res.Duplicated > 0 {
 		problems = append(problems, fmt.Sprintf("%d change sets applied more than once", res.Duplicated))
+	}
+	if res.FullResyncs > 0 {
+		problems = append(problems, fmt.Sprintf("%d full resyncs (want none)", res.FullResyncs))
 	}
 	if len(problems) > 0 {
 		sort.Strings(problems)

@@ -96,16 +96,39 @@ func (p *process) tail(n int) string {
 	return string(bytes.Join(lines, []byte("\n")))
 }
 
-// freeAddr returns a 127.0.0.1 address with a port that was free a moment
-// ago. The window between closing and the child binding it is tiny and the
-// demo owns the machine's loopback for its run.
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
+// addrPool hands out 127.0.0.1 addresses whose ports were free, and
+// distinct, when the pool was made: all listeners are held open together
+// and only then closed, so no two processes of the demo are ever given the
+// same port (a router answering a controller's /healthz would otherwise go
+// unnoticed).
+type addrPool struct{ addrs []string }
+
+func newAddrPool(n int) (*addrPool, error) {
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	p := &addrPool{}
+	for i := 0; i < n; i++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		ls = append(ls, l)
+		p.addrs = append(p.addrs, l.Addr().String())
 	}
-	defer l.Close()
-	return l.Addr().String(), nil
+	return p, nil
+}
+
+func (p *addrPool) next() (string, error) {
+	if len(p.addrs) == 0 {
+		return "", errors.New("demo: address pool exhausted")
+	}
+	a := p.addrs[0]
+	p.addrs = p.addrs[1:]
+	return a, nil
 }
 
 // client is a small JSON client for the admin APIs.
