@@ -18,12 +18,16 @@ import (
 // adminHandler is the admin HTTP API (docs/controller.md, "Admin API").
 func (c *Controller) adminHandler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /v1/changes", c.handleChanges)
+	// Writes, migrations, joins and backups (which hold every entity)
+	// need the admin token; status, entities, validation, health and
+	// metrics stay open to monitoring.
+	mux.HandleFunc("POST /v1/changes", c.requireToken(c.handleChanges))
 	mux.HandleFunc("GET /v1/status", c.handleStatus)
 	mux.HandleFunc("GET /v1/entities", c.handleEntities)
-	mux.HandleFunc("GET /v1/backup", c.handleBackup)
-	mux.HandleFunc("POST /v1/migrate", c.handleMigrate)
-	mux.HandleFunc("POST /v1/cluster/join", c.handleJoin)
+	mux.HandleFunc("GET /v1/validate", c.handleValidate)
+	mux.HandleFunc("GET /v1/backup", c.requireToken(c.handleBackup))
+	mux.HandleFunc("POST /v1/migrate", c.requireToken(c.handleMigrate))
+	mux.HandleFunc("POST /v1/cluster/join", c.requireToken(c.handleJoin))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = io.WriteString(w, "ok\n")

@@ -191,6 +191,7 @@ func (c *Controller) forward(ctx context.Context, path string, body []byte) (int
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set(forwardedHeader, c.nodeID())
+	c.authorize(req)
 	resp, err := c.httpc.Do(req)
 	if err != nil {
 		return 0, nil, fmt.Errorf("%w: forwarding to %s at %s: %w", ErrNotLeader, w.ID, w.AdminAddr, err)
@@ -288,6 +289,7 @@ func (c *Controller) postJoin(ctx context.Context, body []byte) error {
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
+	c.authorize(req)
 	resp, err := c.httpc.Do(req)
 	if err != nil {
 		return err

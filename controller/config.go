@@ -15,6 +15,7 @@ import (
 
 	"github.com/indexgate/indexgate/controller/raftnode"
 	"github.com/indexgate/indexgate/model"
+	"github.com/indexgate/indexgate/pki"
 	"github.com/indexgate/indexgate/wire"
 )
 
@@ -85,7 +86,7 @@ const StoreFile = "controller.db"
 var (
 	// ErrTLSNotConfigured reports a Config without TLS that does not opt
 	// into plaintext with Insecure.
-	ErrTLSNotConfigured = errors.New("controller: TLS is not configured: pass --insecure to run plaintext")
+	ErrTLSNotConfigured = errors.New("controller: TLS is not configured: pass --tls-cert, --tls-key and --tls-ca (or --pki-dir), or --insecure to run plaintext")
 	// ErrInvalidConfig reports a Config field out of range.
 	ErrInvalidConfig = errors.New("controller: invalid config")
 	// ErrInvalidRequest reports a write request that must not be committed:
@@ -124,7 +125,7 @@ var (
 )
 
 // Config configures a Controller. Zero fields take the documented defaults;
-// DataDir is required and, until TLS exists, Insecure must be set.
+// DataDir is required, and TLS unless Insecure is set.
 type Config struct {
 	// DataDir holds the store file (StoreFile). It is created if missing.
 	DataDir string
@@ -134,10 +135,24 @@ type Config struct {
 	// AdminAddr is the admin HTTP address. Default DefaultAdminAddr; port 0
 	// picks a free port (see AdminAddr).
 	AdminAddr string
-	// Insecure runs both servers in plaintext. TLS comes with a later
-	// issue; until then New refuses a Config without it
-	// (ErrTLSNotConfigured).
+	// TLS is this controller's certificate, key and CA (package pki). The
+	// router listener then speaks mutual TLS 1.3 and accepts only router
+	// certificates from the CA whose name is the RouterID of the router's
+	// Hello; raft links between HA members are mutual TLS with controller
+	// certificates (whose Hosts must cover the raft addresses). Required
+	// unless Insecure.
+	TLS pki.Identity
+	// Insecure runs the router listener and raft in plaintext and, without
+	// AdminTokenFile, leaves the admin API's mutating endpoints open. For
+	// demos and tests only; exclusive with TLS.
 	Insecure bool
+	// AdminTokenFile holds the bearer token (surrounding white space
+	// ignored) the admin API's mutating endpoints require: POST
+	// /v1/changes, /v1/migrate, /v1/cluster/join and GET /v1/backup. It is
+	// also the token this node sends when it forwards a write or joins a
+	// cluster, so all members share it. Without it those endpoints answer
+	// 401, unless Insecure.
+	AdminTokenFile string
 	// NodeID names this controller in Welcome frames and logs. Default:
 	// the host name.
 	NodeID string
@@ -315,13 +330,16 @@ func joinURL(s string) (string, error) {
 }
 
 // Validate reports the first invalid field. Zero fields are valid (they
-// take defaults) except DataDir, and Insecure must be set until TLS exists.
+// take defaults) except DataDir, and TLS unless Insecure.
 func (c Config) Validate() error {
 	if c.DataDir == "" {
 		return fmt.Errorf("%w: data dir is required", ErrInvalidConfig)
 	}
-	if !c.Insecure {
-		return ErrTLSNotConfigured
+	switch {
+	case c.Insecure && (c.TLS.CertFile != "" || c.TLS.KeyFile != "" || c.TLS.CAFile != ""):
+		return fmt.Errorf("%w: --insecure and TLS certificates are exclusive", ErrInvalidConfig)
+	case !c.Insecure && c.TLS.Validate() != nil:
+		return fmt.Errorf("%w (%v)", ErrTLSNotConfigured, c.TLS.Validate())
 	}
 	if c.RingSize < 0 {
 		return fmt.Errorf("%w: ring size %d is negative", ErrInvalidConfig, c.RingSize)

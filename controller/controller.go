@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/indexgate/indexgate/abi"
 	"github.com/indexgate/indexgate/model"
+	"github.com/indexgate/indexgate/pki"
 )
 
 // Controller is one indexgate controller: its store, its write engine
@@ -40,6 +42,14 @@ type Controller struct {
 
 	routerLn net.Listener
 	adminLn  net.Listener
+
+	// raftServerTLS and raftClientTLS carry raft between members (nil when
+	// Insecure); adminToken guards the mutating admin endpoints (nil: none
+	// configured).
+	raftServerTLS, raftClientTLS *tls.Config
+	tokMu                        sync.Mutex
+	adminToken                   []byte    // guarded by tokMu
+	tokenStamp                   fileStamp // guarded by tokMu
 
 	// role and mode are read on every handshake; mode mirrors the store's.
 	role atomic.Int32
@@ -182,8 +192,22 @@ func New(cfg Config) (*Controller, error) {
 	if c.met, err = newMetrics(c.reg, c); err != nil {
 		return fail(fmt.Errorf("controller: metrics: %w", err))
 	}
+	if err := c.loadSecrets(); err != nil {
+		return fail(err)
+	}
 	if c.routerLn, err = net.Listen("tcp", cfg.ListenAddr); err != nil {
 		return fail(fmt.Errorf("controller: router listener: %w", err))
+	}
+	if !cfg.Insecure {
+		id := cfg.TLS
+		if id.Logger == nil {
+			id.Logger = c.log
+		}
+		srv, err := id.ServerTLS(pki.PeerPolicy{Kind: pki.Router})
+		if err != nil {
+			return fail(fmt.Errorf("%w: router listener TLS: %w", ErrInvalidConfig, err))
+		}
+		c.routerLn = tls.NewListener(c.routerLn, srv)
 	}
 	if c.adminLn, err = net.Listen("tcp", cfg.AdminAddr); err != nil {
 		return fail(fmt.Errorf("controller: admin listener: %w", err))
@@ -276,7 +300,8 @@ func (c *Controller) Run(ctx context.Context) error {
 	c.log.Info("controller running", "routers", c.RouterAddr().String(), "admin", c.AdminAddr().String(),
 		"role", role(c.role.Load()).String(), "node", c.nodeID(),
 		"mode", m.mode.String(), "index", m.index(), "timeline", m.timeline.String(), "clusterId", m.clusterID,
-		"logFloor", m.logFloor, "retention", c.cfg.Retention)
+		"logFloor", m.logFloor, "retention", c.cfg.Retention, "tls", !c.cfg.Insecure, "adminToken", c.token() != nil)
+	c.warnInsecure()
 
 	// The engine outlives ctx until the admin server has drained, so that
 	// writes accepted before the shutdown still commit and answer.

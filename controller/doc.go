@@ -30,6 +30,11 @@
 //     blocks writers or other routers;
 //   - the resume decision, the log retention and the framing of log entries
 //     into Batch frames are pure functions (resume.go), table-tested;
+//   - security.go is the controller's side of mutual TLS (router
+//     certificates must name the Hello's RouterID; raft runs over
+//     raftnode.TLSStreamLayer) and the admin API's bearer token;
+//     validate.go compares every connected router's model digest with
+//     the controller's (GET /v1/validate);
 //   - cluster.go and migrate.go hold the roles (legacy, HA member, retired),
 //     forwarding, joining, the migrations and the start-up recovery of an
 //     interrupted one.

@@ -59,6 +59,12 @@ func (c *Controller) startRaft(ctx context.Context, id, raftAddr string) (*haNod
 			return nil, fmt.Errorf("controller: raft transport: %w", err)
 		}
 		rc.Transport = t
+	} else if c.raftServerTLS != nil {
+		sl, err := raftnode.NewTLSStreamLayer(raftAddr, "", c.raftServerTLS, c.raftClientTLS)
+		if err != nil {
+			return nil, fmt.Errorf("controller: raft TLS transport: %w", err)
+		}
+		rc.StreamLayer = sl
 	}
 	if c.cfg.RaftConfig != nil {
 		c.cfg.RaftConfig(&rc)
@@ -66,6 +72,9 @@ func (c *Controller) startRaft(ctx context.Context, id, raftAddr string) (*haNod
 	fsm := &haFSM{st: c.st, hub: c.hub, met: c.met, log: c.log.With("part", "fsm"), hooks: c}
 	node, err := raftnode.New(ctx, rc, fsm)
 	if err != nil {
+		if rc.StreamLayer != nil {
+			_ = rc.StreamLayer.Close() // raftnode closes it only once it made the transport
+		}
 		return nil, fmt.Errorf("controller: start raft node %s: %w", id, err)
 	}
 	h := &haNode{id: id, dir: dir, node: node, fsm: fsm, log: c.log, changed: make(chan struct{}), watchDone: make(chan struct{})}

@@ -14,6 +14,11 @@ const (
 	rejectVersion     = "version"
 	rejectBadHello    = "bad_hello"
 	rejectUnsupported = "unsupported"
+	// rejectTLS: the TLS handshake failed (plaintext client, certificate
+	// refused); no Error frame can be sent.
+	rejectTLS = "tls"
+	// rejectUnauthorized: the Hello's RouterID is not the certificate's.
+	rejectUnauthorized = "unauthorized"
 )
 
 // metrics are the controller's Prometheus collectors, registered on the
@@ -30,6 +35,12 @@ type metrics struct {
 	haRequestsPerEntry prometheus.Histogram
 	// migrationPause: how long the last migration paused writes.
 	migrationPause prometheus.Gauge
+	// migrationSnapshot: bytes of the store image the last migration to
+	// HA seeded into raft.
+	migrationSnapshot prometheus.Gauge
+	// adminUnauthorized: admin requests refused for a missing or wrong
+	// token.
+	adminUnauthorized prometheus.Counter
 }
 
 func newMetrics(reg *prometheus.Registry, c *Controller) (*metrics, error) {
@@ -66,7 +77,7 @@ func newMetrics(reg *prometheus.Registry, c *Controller) (*metrics, error) {
 		}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "frames_rejected_total",
-			Help: "Router frames answered with an Error frame and a closed connection, by reason.",
+			Help: "Router connections refused and frames answered with an Error frame and a closed connection, by reason.",
 		}, []string{"reason"}),
 		haRequestsPerEntry: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: ns, Subsystem: sub, Name: "ha_requests_per_entry",
@@ -77,13 +88,21 @@ func newMetrics(reg *prometheus.Registry, c *Controller) (*metrics, error) {
 			Namespace: ns, Subsystem: sub, Name: "migration_pause_seconds",
 			Help: "How long the last migration on this node paused writes.",
 		}),
+		migrationSnapshot: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: ns, Subsystem: sub, Name: "migration_snapshot_bytes",
+			Help: "Size of the store image the last migration to HA mode on this node seeded into raft.",
+		}),
+		adminUnauthorized: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "admin_unauthorized_total",
+			Help: "Admin API requests to mutating endpoints refused (401) for a missing or wrong token.",
+		}),
 	}
-	for _, r := range []string{rejectMalformed, rejectTooLarge, rejectUnexpected, rejectVersion, rejectBadHello, rejectUnsupported} {
+	for _, r := range []string{rejectMalformed, rejectTooLarge, rejectUnexpected, rejectVersion, rejectBadHello, rejectUnsupported, rejectTLS, rejectUnauthorized} {
 		m.rejected.WithLabelValues(r)
 	}
 	cs := []prometheus.Collector{
 		m.committed, m.batchSize, m.commitDuration, m.commitFailures, m.fullStates, m.replays, m.rejected,
-		m.haRequestsPerEntry, m.migrationPause,
+		m.haRequestsPerEntry, m.migrationPause, m.migrationSnapshot, m.adminUnauthorized,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: ns, Subsystem: sub, Name: "leader",
 			Help: "1 while this node is the raft leader and accepts writes (HA mode), else 0.",
@@ -101,6 +120,24 @@ func newMetrics(reg *prometheus.Registry, c *Controller) (*metrics, error) {
 			Namespace: ns, Subsystem: sub, Name: "routers_connected",
 			Help: "Routers with an established session.",
 		}, func() float64 { return float64(c.routers.connected()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: ns, Subsystem: sub, Name: "serving",
+			Help: "1 while this controller serves routers (else it redirects them), else 0.",
+		}, func() float64 {
+			if c.serving() {
+				return 1
+			}
+			return 0
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: ns, Subsystem: sub, Name: "tls",
+			Help: "1 when routers and raft peers are served over mutual TLS, 0 when --insecure.",
+		}, func() float64 {
+			if c.cfg.Insecure {
+				return 0
+			}
+			return 1
+		}),
 		&lagCollector{c: c, desc: prometheus.NewDesc(
 			prometheus.BuildFQName(ns, sub, "router_lag"),
 			"How many indexes a connected router's last ack trails the controller's index.",

@@ -107,6 +107,9 @@ type MigrationStatus struct {
 	PauseMs float64 `json:"pauseMs"`
 	// Error says why the migration failed (Step failed).
 	Error string `json:"error,omitempty"`
+	// SnapshotBytes is the size of the store image seeded into raft (to
+	// HA only; set when seeding starts).
+	SnapshotBytes int64 `json:"snapshotBytes,omitempty"`
 }
 
 // member is this data directory's HA membership (MemberFile).
@@ -349,6 +352,8 @@ func (c *Controller) seedHA(ctx context.Context, h *haNode, L uint64, startedAt 
 	if err != nil {
 		return fmt.Errorf("controller: seed image: %w", err)
 	}
+	c.setMig(func(s *MigrationStatus) { s.SnapshotBytes = size })
+	c.met.migrationSnapshot.Set(float64(size))
 	err = h.node.SeedFromSnapshot(ctx, seedAt, img, size)
 	_ = img.Close()
 	if err != nil {

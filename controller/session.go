@@ -2,15 +2,18 @@ package controller
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/indexgate/indexgate/abi"
 	"github.com/indexgate/indexgate/model"
+	"github.com/indexgate/indexgate/pki"
 	"github.com/indexgate/indexgate/wire"
 )
 
@@ -57,10 +60,30 @@ type session struct {
 	// against.
 	timeline abi.Timeline
 	gen      uint64
+
+	// digestWaiters are the Validate calls waiting for a DigestReply,
+	// oldest first.
+	digestMu      sync.Mutex
+	digestWaiters []chan *wire.DigestReply
 }
 
 // serveConn runs one router connection from accept to close.
 func (c *Controller) serveConn(ctx context.Context, nc net.Conn) {
+	tc, _ := nc.(*tls.Conn)
+	if tc != nil {
+		// Handshake now, bounded, rather than lazily at the first read:
+		// a refused certificate or a plaintext client is then reported
+		// as what it is.
+		hctx, cancel := context.WithTimeout(ctx, c.cfg.HandshakeTimeout)
+		err := pki.Handshake(hctx, tc)
+		cancel()
+		if err != nil {
+			c.met.rejected.WithLabelValues(rejectTLS).Inc()
+			c.log.Warn("router connection refused: TLS handshake failed", "remote", nc.RemoteAddr().String(), "err", err)
+			_ = nc.Close()
+			return
+		}
+	}
 	conn := wire.NewConn(nc, wire.ConnOptions{
 		MaxFrame:     c.cfg.MaxFrame,
 		ReadTimeout:  c.cfg.IdleTimeout,
@@ -84,6 +107,11 @@ func (c *Controller) serveConn(ctx context.Context, nc net.Conn) {
 		return
 	}
 	log = log.With("router", hello.RouterID)
+	if err := checkRouterCert(tc, hello.RouterID); err != nil {
+		c.reject(conn, log, rejectUnauthorized, &wire.Error{Code: wire.ErrCodeUnauthorized,
+			Message: fmt.Sprintf("router id %q is not the one its certificate names: %v", hello.RouterID, err)})
+		return
+	}
 
 	if !c.acceptsRouters() {
 		// docs/protocol.md §5.1 item 5: an HA member that is not serving
@@ -302,6 +330,7 @@ func (s *session) readLoop(ctx context.Context) {
 			}
 		case *wire.DigestReply:
 			s.log.Debug("router digest", "position", m.Position.String(), "entities", m.Entities, "digest", m.Digest)
+			s.gotDigest(m)
 		case *wire.Error:
 			s.log.Warn("router sent an error; closing", "code", m.Code.String(), "detail", m.Message)
 			return

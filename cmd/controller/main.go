@@ -51,7 +51,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err == nil {
 		return exitOK
 	}
-	fmt.Fprintf(stderr, "controller: %s\n", strings.TrimPrefix(err.Error(), "controller: "))
+	// One line, whatever the error: joined errors become "; ".
+	msg := strings.ReplaceAll(strings.TrimPrefix(err.Error(), "controller: "), "\n", "; ")
+	fmt.Fprintf(stderr, "controller: %s\n", msg)
 	var ue usageError
 	if errors.As(err, &ue) || errors.Is(err, controller.ErrTLSNotConfigured) || errors.Is(err, controller.ErrInvalidConfig) {
 		return exitUsage
@@ -115,12 +117,14 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	pf := root.PersistentFlags()
 	pf.StringVar(&lf.format, "log-format", "text", "log format: text or json")
 	pf.StringVar(&lf.level, "log-level", "info", "log level: debug, info, warn or error")
-	root.AddCommand(newRunCmd(&lf, stderr), newMigrateCmd(stdout), newBackupCmd(stdout), newRestoreCmd(stdout))
+	root.AddCommand(newRunCmd(&lf, stderr), newMigrateCmd(stdout), newBackupCmd(stdout), newRestoreCmd(stdout), newPKICmd(stdout),
+		newRoutersCmd(stdout), newValidateCmd(stdout))
 	return root
 }
 
 func newRunCmd(lf *logFlags, stderr io.Writer) *cobra.Command {
 	var cfg controller.Config
+	var tf tlsFlags
 	cmd := &cobra.Command{
 		Use:   "run",
 		Short: "Run the controller until SIGINT or SIGTERM",
@@ -128,6 +132,9 @@ func newRunCmd(lf *logFlags, stderr io.Writer) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := lf.logger(stderr)
 			if err != nil {
+				return err
+			}
+			if err := tf.identity(&cfg); err != nil {
 				return err
 			}
 			cfg.Logger = log
@@ -148,7 +155,8 @@ func newRunCmd(lf *logFlags, stderr io.Writer) *cobra.Command {
 	f.StringVar(&cfg.DataDir, "data-dir", "", "directory of the controller's store (required)")
 	f.StringVar(&cfg.ListenAddr, "listen", controller.DefaultListenAddr, "router-facing address host:port")
 	f.StringVar(&cfg.AdminAddr, "admin", controller.DefaultAdminAddr, "admin HTTP address host:port")
-	f.BoolVar(&cfg.Insecure, "insecure", false, "serve routers and the admin API in plaintext (required until TLS is configurable)")
+	f.BoolVar(&cfg.Insecure, "insecure", false, "serve routers and raft in plaintext, and without --admin-token-file leave the admin API's writes open (demos and tests only)")
+	f.StringVar(&cfg.AdminTokenFile, "admin-token-file", "", "file holding the bearer token the admin API's writes, migrations, joins and backups require (shared by all HA members)")
 	f.Uint64Var(&cfg.Retention, "retention", controller.DefaultRetention, "change sets kept in the log for replay")
 	f.StringVar(&cfg.NodeID, "node-id", "", "this controller's name in Welcome frames and logs (default: the host name); the raft server id with --ha")
 	f.BoolVar(&cfg.HA, "ha", false, "run as a member of an HA cluster (raft); a data directory that is already a member runs HA mode anyway")
@@ -156,12 +164,15 @@ func newRunCmd(lf *logFlags, stderr io.Writer) *cobra.Command {
 	f.BoolVar(&cfg.Bootstrap, "bootstrap", false, "with --ha: start a new cluster from this data directory's store (a legacy store is migrated offline)")
 	f.StringVar(&cfg.Join, "join", "", "with --ha: admin address (http://host:port) of a member of the cluster to join")
 	f.DurationVar(&cfg.AckTimeout, "ack-timeout", controller.DefaultAckTimeout, "how long a migration waits for routers to acknowledge the last index")
+	tf.register(cmd)
+	addConfigFlag(cmd)
 	_ = cmd.MarkFlagRequired("data-dir")
 	return cmd
 }
 
 func newBackupCmd(stdout io.Writer) *cobra.Command {
 	var dataDir, admin, out string
+	var tok tokenFlag
 	cmd := &cobra.Command{
 		Use:   "backup",
 		Short: "Write a backup of the store: of a running controller via --admin, of a stopped one via --data-dir",
@@ -170,9 +181,13 @@ func newBackupCmd(stdout io.Writer) *cobra.Command {
 			if (dataDir == "") == (admin == "") {
 				return usageError{errors.New("pass exactly one of --data-dir (stopped controller) and --admin (running controller)")}
 			}
+			ac, err := tok.client()
+			if err != nil {
+				return err
+			}
 			n, err := writeAtomically(out, func(w io.Writer) (int64, error) {
 				if admin != "" {
-					return fetchBackup(cmd.Context(), admin, w)
+					return fetchBackup(cmd.Context(), ac, admin, w)
 				}
 				return controller.BackupStore(cmd.Context(), dataDir, w)
 			})
@@ -190,6 +205,7 @@ func newBackupCmd(stdout io.Writer) *cobra.Command {
 	f.StringVar(&dataDir, "data-dir", "", "data directory of a stopped controller")
 	f.StringVar(&admin, "admin", "", "admin address host:port of a running controller")
 	f.StringVar(&out, "out", "", "backup file to write (required)")
+	tok.register(cmd)
 	_ = cmd.MarkFlagRequired("out")
 	return cmd
 }
@@ -222,11 +238,12 @@ func newRestoreCmd(stdout io.Writer) *cobra.Command {
 }
 
 // fetchBackup streams GET /v1/backup of a running controller into w.
-func fetchBackup(ctx context.Context, admin string, w io.Writer) (int64, error) {
+func fetchBackup(ctx context.Context, ac adminClient, admin string, w io.Writer) (int64, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+admin+"/v1/backup", nil)
 	if err != nil {
 		return 0, usageError{fmt.Errorf("--admin %q: %w", admin, err)}
 	}
+	ac.authorize(req)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return 0, fmt.Errorf("backup via %s: %w", admin, err)

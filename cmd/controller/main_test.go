@@ -27,7 +27,7 @@ func TestExitCodesAndMessages(t *testing.T) {
 		// stderr must be exactly one line containing this.
 		msg string
 	}{
-		{"no TLS and not insecure", []string{"run", "--data-dir", dir}, exitUsage, "TLS is not configured: pass --insecure to run plaintext"},
+		{"no TLS and not insecure", []string{"run", "--data-dir", dir}, exitUsage, "TLS is not configured"},
 		{"unknown flag", []string{"run", "--data-dir", dir, "--insecure", "--tls-magic"}, exitUsage, "unknown flag: --tls-magic"},
 		{"missing data dir", []string{"run", "--insecure"}, exitUsage, `required flag(s) "data-dir" not set`},
 		{"bad retention", []string{"run", "--data-dir", dir, "--insecure", "--retention", "lots"}, exitUsage, "retention"},
@@ -101,6 +101,9 @@ func TestRunBackupRestore(t *testing.T) {
 	cancel()
 	if code := <-done; code != exitOK {
 		t.Fatalf("run exited %d: %s", code, errb.String())
+	}
+	if !strings.Contains(errb.String(), `"level":"WARN","msg":"INSECURE: routers`) {
+		t.Fatalf("--insecure was not logged loudly:\n%s", errb.String())
 	}
 	if !strings.Contains(errb.String(), `"msg":"controller stopped"`) {
 		t.Fatalf("json log lacks the stop event:\n%s", errb.String())

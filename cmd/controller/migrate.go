@@ -24,6 +24,7 @@ const pollInterval = 200 * time.Millisecond
 func newMigrateCmd(stdout io.Writer) *cobra.Command {
 	var admin, to, nodeID, raftAddr string
 	var timeout time.Duration
+	var tok tokenFlag
 	cmd := &cobra.Command{
 		Use:   "migrate",
 		Short: "Migrate a running legacy controller to HA mode (--to ha), or roll an HA cluster back to legacy mode (--to legacy)",
@@ -55,7 +56,11 @@ docs/migration.md describes the steps and what happens on a crash.`,
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
-			return failed(migrate(ctx, stdout, admin, req))
+			ac, err := tok.client()
+			if err != nil {
+				return err
+			}
+			return failed(migrate(ctx, stdout, ac, admin, req))
 		},
 	}
 	f := cmd.Flags()
@@ -64,12 +69,13 @@ docs/migration.md describes the steps and what happens on a crash.`,
 	f.StringVar(&nodeID, "node-id", "", "with --to ha: the raft server id the controller takes")
 	f.StringVar(&raftAddr, "raft-addr", "", "with --to ha: the raft transport address host:port")
 	f.DurationVar(&timeout, "timeout", 10*time.Minute, "give up waiting after this long (the migration itself goes on)")
+	tok.register(cmd)
 	_ = cmd.MarkFlagRequired("to")
 	return cmd
 }
 
 // migrate starts the migration and prints its progress until it ends.
-func migrate(ctx context.Context, out io.Writer, admin string, req controller.MigrateRequest) error {
+func migrate(ctx context.Context, out io.Writer, ac adminClient, admin string, req controller.MigrateRequest) error {
 	body, err := json.Marshal(req)
 	if err != nil {
 		return err
@@ -77,13 +83,13 @@ func migrate(ctx context.Context, out io.Writer, admin string, req controller.Mi
 	var started struct {
 		Node string `json:"node"`
 	}
-	if err := call(ctx, http.MethodPost, admin, "/v1/migrate", body, &started); err != nil {
+	if err := ac.call(ctx, http.MethodPost, admin, "/v1/migrate", body, &started); err != nil {
 		return fmt.Errorf("migrate via %s: %w", admin, err)
 	}
 	// A rollback asked of a follower runs on the leader: follow it there.
 	watch := admin
 	var st controller.Status
-	if err := call(ctx, http.MethodGet, admin, "/v1/status", nil, &st); err == nil && st.NodeID != started.Node {
+	if err := ac.call(ctx, http.MethodGet, admin, "/v1/status", nil, &st); err == nil && st.NodeID != started.Node {
 		for _, p := range st.Peers {
 			if p.ID == started.Node && p.AdminAddr != "" {
 				watch = p.AdminAddr
@@ -101,7 +107,7 @@ func migrate(ctx context.Context, out io.Writer, admin string, req controller.Mi
 		case <-t.C:
 		}
 		var st controller.Status
-		if err := call(ctx, http.MethodGet, watch, "/v1/status", nil, &st); err != nil {
+		if err := ac.call(ctx, http.MethodGet, watch, "/v1/status", nil, &st); err != nil {
 			continue // a busy or restarting controller: keep watching
 		}
 		m := st.Migration
@@ -111,6 +117,9 @@ func migrate(ctx context.Context, out io.Writer, admin string, req controller.Mi
 		line := fmt.Sprintf("%3d%% %s", m.Progress, m.Step)
 		if m.RoutersTotal > 0 || m.Step == controller.StepWaitingAcks {
 			line += fmt.Sprintf(": %d/%d routers acked index %d", m.RoutersAcked, m.RoutersTotal, m.LastIndex)
+		}
+		if m.SnapshotBytes > 0 {
+			line += fmt.Sprintf(" (snapshot %d bytes)", m.SnapshotBytes)
 		}
 		if line != last {
 			fmt.Fprintln(out, line)
@@ -131,7 +140,7 @@ func migrate(ctx context.Context, out io.Writer, admin string, req controller.Mi
 
 // call sends one admin API request and decodes a 2xx JSON answer into v;
 // other answers become an error carrying the controller's message.
-func call(ctx context.Context, method, admin, path string, body []byte, v any) error {
+func (ac adminClient) call(ctx context.Context, method, admin, path string, body []byte, v any) error {
 	req, err := http.NewRequestWithContext(ctx, method, "http://"+admin+path, bytes.NewReader(body))
 	if err != nil {
 		return usageError{fmt.Errorf("--admin %q: %w", admin, err)}
@@ -139,6 +148,7 @@ func call(ctx context.Context, method, admin, path string, body []byte, v any) e
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	ac.authorize(req)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return err

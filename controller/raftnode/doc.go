@@ -14,7 +14,8 @@
 //   - Config.Transport takes any raft.Transport (tests pass an
 //     InmemTransport, see package rafttest); Config.StreamLayer takes a
 //     raft.StreamLayer to run raft's network transport over something other
-//     than plain TCP (TLS); by default Node listens on Config.RaftAddr.
+//     than plain TCP: TLSStreamLayer runs it over mutual TLS (package pki
+//     builds the configurations); by default Node listens on Config.RaftAddr.
 //   - Config.Logger takes a *slog.Logger; raft's hclog output is adapted to
 //     it, with raft's info chatter demoted to debug and its errors to warn.
 //   - Config.Registerer takes a Prometheus registerer for indexgate_raft_*.
