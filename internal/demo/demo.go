@@ -78,12 +78,16 @@ type Result struct {
 	Killed      bool
 	// MigrationPauseMs is the write pause of the live legacy → HA migration.
 	MigrationPauseMs float64
+	// FailoverMs is the time from the leader's SIGKILL until every router
+	// had applied a write acknowledged after it.
+	FailoverMs float64
 }
 
 // Line renders the summary line the README promises.
 func (r Result) Line(ok bool, reason string) string {
 	s := fmt.Sprintf("changes=%d routers=%d lost=%d duplicated=%d full_resyncs=%d migration_pause_ms=%.0f",
 		r.Changes, r.Routers, r.Lost, r.Duplicated, r.FullResyncs, r.MigrationPauseMs)
+
 	if ok {
 		return "demo: OK " + s
 	}
@@ -361,7 +365,14 @@ func (d *run) run(ctx context.Context) (Result, error) {
 		return res, err
 	}
 	d.say("SIGKILL the raft leader %s after %d batches", leader.id, posted.Load())
+	killed := time.Now()
 	leader.kill(syscall.SIGKILL, 5*time.Second)
+	failover, err := d.failover(ctx, killed)
+	if err != nil {
+		return res, fmt.Errorf("failover: %w", err)
+	}
+	res.FailoverMs = float64(failover.Microseconds()) / 1000
+	d.say("failover: every router applied a new write %.0f ms after the leader was killed", res.FailoverMs)
 	if err := step(); err != nil {
 		return res, err
 	}
@@ -660,6 +671,40 @@ func (d *run) verify(ctx context.Context, res Result) (Result, error) {
 		return res, errors.New(strings.Join(problems, "; "))
 	}
 	return res, nil
+}
+
+// failover measures how long after killed every router applies a write
+// that the surviving nodes acknowledged after the kill.
+func (d *run) failover(ctx context.Context, killed time.Time) (time.Duration, error) {
+	body, _ := json.Marshal(map[string]any{"changes": []change{{Op: "put", Kind: "probe", ID: "failover", Value: killed.String()}}})
+	var out struct {
+		Index uint64 `json:"index"`
+	}
+	next := 0
+	err := waitFor(ctx, func() bool {
+		admins := d.admins()
+		if len(admins) == 0 {
+			return false
+		}
+		next++
+		return d.c.do(ctx, "POST", "http://"+admins[next%len(admins)]+"/v1/changes", "application/json", body, &out) == nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	d.mu.Lock()
+	d.expected["probe/failover"] = killed.String()
+	d.mu.Unlock()
+	err = waitFor(ctx, func() bool {
+		for _, p := range d.routers {
+			var rs routerStatus
+			if d.c.getJSON(ctx, "http://"+p.admin+"/v1/status", &rs) != nil || rs.LastIndex["ha"] < out.Index {
+				return false
+			}
+		}
+		return true
+	})
+	return time.Since(killed), err
 }
 
 // waitFor polls cond every 50ms until it holds or ctx ends.
