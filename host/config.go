@@ -153,7 +153,7 @@ type Module struct {
 	// reported as ModuleInfo.Source and in logs.
 	Name string
 	// Bytes is the wasm binary. The host keeps no reference to it after
-	// Load or Swap return.
+	// Load, Swap or Shadow return (it keeps a copy, for Rollback).
 	Bytes []byte
 	// Trust selects the runtime. The zero value is Untrusted.
 	Trust Trust

@@ -31,6 +31,20 @@
 // by exactly one of the two modules and never lost or repeated. The pause
 // is reported in SwapReport and in the swap_pause_seconds histogram.
 //
+// # Shadow mode and rollback
+//
+// Shadow runs a candidate module beside a type's active module: it is
+// prepared and checked like a Swap's module, starts from the active
+// module's state, and then decides a copy of every batch right after the
+// active module, under the same lock. Its verdicts are only compared
+// (ShadowStats, the shadow_* metrics); after a batch where they differ it
+// is set back to the active module's state, so one difference does not
+// cascade. A candidate that fails a call is dropped and reported; the
+// active module never sees it. Promote makes the candidate active with the
+// active module's state carried over, as Swap does; Rollback swaps back
+// the module the last Swap, Promote or Rollback replaced (the host keeps
+// its bytes).
+//
 // # Deadlines and trust
 //
 // A Trusted module (a built-in, or one the operator pinned) runs in a

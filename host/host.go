@@ -47,12 +47,21 @@ type slot struct {
 	// stateful and an instance is not safe for concurrent calls.
 	mu  sync.Mutex
 	cur *active // guarded by mu; nil until Load
+	// shadow is the candidate running beside cur (shadow.go); guarded by
+	// mu and mirrored in shadowView so ShadowStats never waits.
+	shadow     *shadow
+	shadowView atomic.Pointer[shadow]
+	// prev is the module cur replaced, for Rollback; guarded by mu.
+	prev *Module
 }
 
 // active is a module serving a type.
 type active struct {
 	info ModuleInfo
-	c    *compiled
+	// mod is the module as loaded (bytes copied), kept so that a later
+	// Rollback can bring it back.
+	mod Module
+	c   *compiled
 	// inst is nil after a replacement failed; the next call retries.
 	inst *instance
 	cfg  abi.Config
@@ -121,6 +130,7 @@ func (h *Host) Close(ctx context.Context) error {
 			s.cur = nil
 			s.info.Store(nil)
 		}
+		s.closeShadow(ctx)
 		s.mu.Unlock()
 	}
 	return h.shutdown(ctx)
@@ -233,6 +243,7 @@ func (h *Host) Swap(ctx context.Context, t abi.IndexType, m Module) (ModuleInfo,
 		return ModuleInfo{}, SwapReport{}, fmt.Errorf("host: swap: %s module %q (sha256 %.12s): carry state over: %w", t, m.Name, a.info.SHA256, err)
 	}
 	s.set(a)
+	s.prev = &old.mod
 	rep := SwapReport{OldSHA256: old.info.SHA256, NewSHA256: a.info.SHA256, State: cloneState(&a.state)}
 	rep.Pause = time.Since(began)
 	s.mu.Unlock()
@@ -255,7 +266,7 @@ func (h *Host) prepare(ctx context.Context, t abi.IndexType, m Module, source st
 	if err != nil {
 		return nil, fmt.Errorf("%s module %q: %w", t, m.Name, err)
 	}
-	a := &active{c: c, cfg: abi.Config{Type: t, Options: bytes.Clone(m.Options)}}
+	a := &active{c: c, mod: cloneModule(m), cfg: abi.Config{Type: t, Options: bytes.Clone(m.Options)}}
 	log := h.log.With("type", t.String(), "module", m.Name)
 
 	// The self-test moves its instance's state around, so it runs on a
@@ -334,6 +345,9 @@ func (h *Host) Decide(ctx context.Context, t abi.IndexType, hs []abi.Header, out
 		return out, h.fail(ctx, s, a, "decide", err)
 	}
 	s.n.decided(vs, time.Since(began))
+	if s.shadow != nil {
+		h.shadowDecide(ctx, s, a, hs, vs)
+	}
 	return append(out, vs...), nil
 }
 
@@ -374,6 +388,7 @@ func (h *Host) modeChange(ctx context.Context, s *slot, mc *abi.ModeChange) erro
 	if err != nil {
 		return h.fail(ctx, s, a, "mode change", err)
 	}
+	h.shadowModeChange(ctx, s, mc)
 	return nil
 }
 
@@ -438,6 +453,7 @@ func (h *Host) Restore(ctx context.Context, t abi.IndexType, st abi.State) error
 		return h.fail(ctx, s, a, "restore", err)
 	}
 	a.state = got
+	h.shadowRestore(ctx, s, &st)
 	return nil
 }
 

@@ -61,6 +61,7 @@ type counters struct {
 	pFallbacks               prometheus.Counter
 	pSwapOK, pSwapFailed     prometheus.Counter
 	pSwapPause, pDecideBatch prometheus.Observer
+	shadow                   shadowCounters
 }
 
 // metrics are the host's Prometheus collectors.
@@ -72,6 +73,7 @@ type metrics struct {
 	swaps        *prometheus.CounterVec
 	swapPause    *prometheus.HistogramVec
 	decide       *prometheus.HistogramVec
+	shadow       *shadowMetrics
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -109,12 +111,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: ns, Subsystem: sub, Name: "decide_duration_seconds",
 			Help: "Duration of one decide call (a batch of headers).", Buckets: buckets,
 		}, []string{"type"}),
+		shadow: newShadowMetrics(ns, sub),
 	}
 	if reg == nil {
 		return m, nil
 	}
 	var errs []error
-	for _, c := range []prometheus.Collector{m.decisions, m.traps, m.replacements, m.fallbacks, m.swaps, m.swapPause, m.decide} {
+	for _, c := range append([]prometheus.Collector{m.decisions, m.traps, m.replacements, m.fallbacks, m.swaps, m.swapPause, m.decide}, m.shadow.collectors()...) {
 		errs = append(errs, reg.Register(c))
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -136,6 +139,7 @@ func (m *metrics) counters(t abi.IndexType) *counters {
 		pSwapFailed:   m.swaps.WithLabelValues(ts, "failed"),
 		pSwapPause:    m.swapPause.WithLabelValues(ts),
 		pDecideBatch:  m.decide.WithLabelValues(ts),
+		shadow:        m.shadow.counters(ts),
 	}
 }
 

@@ -158,6 +158,7 @@ func TestAdminHotSwap(t *testing.T) {
 	dir := t.TempDir()
 	cfg := testConfig(dir, addr)
 	cfg.MaxModuleBytes = 8 << 20
+	cfg.Trust.AllowUnsigned = true
 	tr := startRouter(t, cfg, nil)
 	waitFirstFullState(t, tr)
 	base := "http://" + tr.AdminAddr()
@@ -210,7 +211,8 @@ func TestAdminHotSwap(t *testing.T) {
 	if err := json.Unmarshal(b, &resp); err != nil {
 		t.Fatal(err)
 	}
-	if resp["sha256"] != customSum || resp["previousSha256"] != legacySum || resp["trusted"] != false || resp["lastIndex"] != float64(3) {
+	if resp["sha256"] != customSum || resp["previousSha256"] != legacySum || resp["trusted"] != false ||
+		resp["trust"] != "allowed-unsigned" || resp["lastIndex"] != float64(3) {
 		t.Errorf("swap response %v", resp)
 	}
 	if _, ok := resp["pauseMicros"].(float64); !ok {
@@ -265,6 +267,7 @@ func TestConfiguredFilterWins(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := testConfig(dir, fc.listen())
+	cfg.Trust.AllowUnsigned = true
 	// ...loses to the configured one.
 	configured := withCustomSection(builtin.HA(), "flag")
 	cfg.Filters = map[abi.IndexType]host.Module{abi.IndexHA: {Name: "flag.wasm", Bytes: configured}}

@@ -75,7 +75,14 @@ type fullState struct {
 	begin    wire.FullStateBegin
 	received uint64
 	started  time.Time
+	// loggedAt and loggedQuarter pace the progress log lines.
+	loggedAt      time.Time
+	loggedQuarter uint64
 }
+
+// fullStateLogEvery is the longest a transfer goes without a progress log
+// line; one is also logged at every quarter of the entities.
+const fullStateLogEvery = 5 * time.Second
 
 // newApplier loads the committed state, drops what an interrupted full
 // state left in the staging area, and brings the filters to their
@@ -403,7 +410,7 @@ func (a *applier) fullStateBegin(ctx context.Context, b *wire.FullStateBegin) (o
 	if err := a.store.Update(ctx, func(tx *model.Tx) error { return tx.StageReset() }); err != nil {
 		return outcome{}, fmt.Errorf("router: start full state: %w", err)
 	}
-	fs := &fullState{begin: *b, started: time.Now()}
+	fs := &fullState{begin: *b, started: time.Now(), loggedAt: time.Now()}
 	fs.begin.Positions = ps
 	a.mu.Lock()
 	a.fs = fs
@@ -451,9 +458,21 @@ func (a *applier) fullStateChunk(ctx context.Context, c *wire.FullStateChunk) (o
 	if err := a.store.Update(ctx, func(tx *model.Tx) error { return tx.StagePut(c.Entities) }); err != nil {
 		return outcome{}, a.abortFullState(ctx, fmt.Errorf("router: stage full state chunk: %w", err))
 	}
+	now := time.Now()
 	a.mu.Lock()
 	fs.received += n
+	received, total := fs.received, fs.begin.Entities
+	q := 4 * received / max(total, 1)
+	logNow := q > fs.loggedQuarter || now.Sub(fs.loggedAt) >= fullStateLogEvery
+	if logNow {
+		fs.loggedQuarter, fs.loggedAt = q, now
+	}
 	a.mu.Unlock()
+	if logNow {
+		a.log.Info("full state progress", "mode", fs.begin.Mode.String(), "index", fs.begin.Index,
+			"received", received, "total", total, "percent", 100*received/max(total, 1),
+			"elapsed", now.Sub(fs.started).Round(time.Millisecond))
+	}
 	return outcome{}, nil
 }
 

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -39,10 +38,11 @@ func (e *redirectError) Unwrap() error { return e.err }
 // backoff, handshake, heartbeats and the frame loop. Everything the frames
 // mean is the applier's.
 type client struct {
-	cfg *Config
-	log *slog.Logger
-	app *applier
-	met *metrics
+	cfg  *Config
+	log  *slog.Logger
+	app  *applier
+	met  *metrics
+	dial *connector
 
 	mu     sync.Mutex
 	conn   connStatus
@@ -121,13 +121,14 @@ func (c *client) run(ctx context.Context) {
 }
 
 // persistentRefusal reports an error no retry soon will cure: no common
-// protocol version, or a controller refusing this router.
+// protocol version, a controller refusing this router, or certificates
+// that do not fit (the router's or the controller's).
 func persistentRefusal(err error) bool {
 	var e *wire.Error
 	if errors.As(err, &e) && (e.Code == wire.ErrCodeVersion || e.Code == wire.ErrCodeUnauthorized) {
 		return true
 	}
-	return errors.Is(err, wire.ErrVersionMismatch)
+	return errors.Is(err, wire.ErrVersionMismatch) || tlsRefusal(err)
 }
 
 // backoff is the delay before retry number n (1, 2, ...): min doubled per
@@ -169,10 +170,13 @@ func (c *client) redirect(addrs []string) {
 // session runs one connection to addr until it fails or ctx ends.
 // welcomed reports that the handshake succeeded, which resets the backoff.
 func (c *client) session(ctx context.Context, addr string) (welcomed bool, err error) {
-	d := net.Dialer{Timeout: c.cfg.DialTimeout}
-	nc, err := d.DialContext(ctx, "tcp", addr)
+	nc, err := c.dial.dial(ctx, addr)
 	if err != nil {
-		c.met.connects.WithLabelValues("dial_error").Inc()
+		result := "dial_error"
+		if tlsRefusal(err) {
+			result = "tls_error"
+		}
+		c.met.connects.WithLabelValues(result).Inc()
 		return false, fmt.Errorf("router: dial %s: %w", addr, err)
 	}
 	conn := wire.NewConn(nc, wire.ConnOptions{
@@ -191,6 +195,10 @@ func (c *client) session(ctx context.Context, addr string) (welcomed bool, err e
 			result = "redirect"
 		case errors.As(err, new(*wire.Error)):
 			result = "refused"
+		case tlsRefusal(err):
+			// TLS 1.3: a controller refusing the router's certificate
+			// says so at the first read, after the TLS handshake.
+			result = "tls_error"
 		}
 		c.met.connects.WithLabelValues(result).Inc()
 		return false, fmt.Errorf("router: handshake with %s: %w", addr, err)

@@ -11,6 +11,8 @@ import (
 
 	"github.com/indexgate/indexgate/abi"
 	"github.com/indexgate/indexgate/host"
+	"github.com/indexgate/indexgate/pki"
+	"github.com/indexgate/indexgate/trust"
 	"github.com/indexgate/indexgate/wire"
 )
 
@@ -33,6 +35,10 @@ const (
 	// DefaultMaxModuleBytes bounds a module uploaded to the admin API. A
 	// Go filter is about 3 MB; 32 MiB leaves room for larger toolchains.
 	DefaultMaxModuleBytes = 32 << 20
+	// DefaultFilterDirSettle is how long a module file in FilterDir must
+	// go without a change before the router reads it: long enough for a
+	// copy in progress to finish writing, short enough to feel immediate.
+	DefaultFilterDirSettle = 500 * time.Millisecond
 )
 
 // ErrInvalidConfig reports a Config that cannot work: a missing or
@@ -40,10 +46,10 @@ const (
 // refuses. A command line maps it to a usage error.
 var ErrInvalidConfig = errors.New("router: invalid configuration")
 
-// ErrInsecureRequired reports a Config without Insecure. TLS between
-// controller and router is not implemented yet, so a router only runs
-// when its operator acknowledged plaintext explicitly.
-var ErrInsecureRequired = errors.New("router: TLS is not implemented yet; set Insecure (--insecure) to run over plaintext TCP")
+// ErrTLSRequired reports a Config with neither a TLS identity nor
+// Insecure: the controller connection is mutual TLS unless the operator
+// asked for plaintext explicitly. A command line maps it to a usage error.
+var ErrTLSRequired = errors.New("router: a TLS identity is required (--tls-cert, --tls-key and --tls-ca, or --pki-dir); --insecure runs over plaintext TCP instead")
 
 // Config configures a Router.
 type Config struct {
@@ -60,14 +66,52 @@ type Config struct {
 	// AdminAddr is the admin API's listen address. Default
 	// DefaultAdminAddr.
 	AdminAddr string
-	// Insecure must be true: the controller connection is plaintext TCP
-	// until TLS lands.
+
+	// TLS is the router's identity for mutual TLS 1.3 with its
+	// controllers: its certificate and key (issued by "controller pki issue
+	// --router ID"; pki.IdentityFor names the files) and the CA that the
+	// controller's certificate must chain to. The certificate must be a
+	// router certificate named ID, and ID must then be a valid certificate
+	// name (pki.ValidateName). Required unless Insecure.
+	TLS pki.Identity
+	// Insecure runs the controller connection over plaintext TCP and,
+	// when AdminTokenFile is empty, leaves the mutating admin endpoints
+	// open. For development only: New logs a warning every time. It
+	// excludes TLS.
 	Insecure bool
+	// AdminTokenFile holds the bearer token (at least 16 bytes, surrounding
+	// white space ignored) that the mutating admin endpoints require (hot
+	// swap, shadow, promote, rollback). The file is read again when it
+	// changes, so a token rotates without a restart. Without it those
+	// endpoints answer 401, unless Insecure. Read-only endpoints are open.
+	AdminTokenFile string
+
+	// Trust decides which filter modules may serve besides the built-ins:
+	// pinned digests, modules signed by a trusted key, or (AllowUnsigned)
+	// anything. It applies to Filters, to modules hot-swapped earlier and
+	// persisted in DataDir, to admin API swaps and shadow candidates and
+	// to FilterDir. The zero value trusts only the built-ins. Pinned and
+	// signed modules run as host.Trusted, the others as host.Untrusted.
+	Trust trust.Config
+	// FilterSignatures are the detached signatures (trust.Sign, the
+	// FILE.wasm.sig files) of the modules in Filters, by index type.
+	FilterSignatures map[abi.IndexType][]byte
+	// FilterDir, if set, is an existing directory the router watches for
+	// TYPE.wasm files (legacy.wasm, ha.wasm) and their signatures
+	// (TYPE.wasm.sig): a new or changed module is verified and hot-swapped
+	// in as through the admin API. A module already in the directory at
+	// start is swapped in then, unless it is the one serving.
+	FilterDir string
+	// FilterDirSettle is how long a file in FilterDir must stay unchanged
+	// before the router acts on it, so a module still being written is not
+	// read half-way. Default DefaultFilterDirSettle.
+	FilterDirSettle time.Duration
 
 	// Filters overrides the module of an index type. Without an entry the
 	// router loads the module last hot-swapped into that type (persisted
 	// in DataDir/filters) or else the embedded built-in. A module given
-	// here is Untrusted unless its Trust says otherwise.
+	// here must pass Trust (with its FilterSignatures entry, if any); its
+	// own Trust field is ignored, the policy's decision sets it.
 	Filters map[abi.IndexType]host.Module
 	// CacheDir is the compilation cache. Default DataDir/cache.
 	CacheDir string
@@ -77,6 +121,12 @@ type Config struct {
 	// CallTimeout bounds each call into an untrusted filter. Default
 	// host.DefaultCallTimeout.
 	CallTimeout time.Duration
+	// NativeFilters decides change sets with the reference Go strategies
+	// of package filters/native instead of the wasm host: for benchmarks
+	// and tests that measure what wasm costs. The wasm modules are still
+	// loaded and reported by the admin API, but they decide nothing and a
+	// hot swap has no effect. Default false: the wasm host decides.
+	NativeFilters bool
 
 	// DialTimeout bounds one connect. Default DefaultDialTimeout.
 	DialTimeout time.Duration
@@ -110,13 +160,13 @@ type Config struct {
 }
 
 // Validate reports the first invalid field, wrapping ErrInvalidConfig (or
-// ErrInsecureRequired).
+// ErrTLSRequired). It reads no files: New does.
 func (c *Config) Validate() error {
-	if !c.Insecure {
-		return ErrInsecureRequired
-	}
 	if c.ID == "" {
 		return fmt.Errorf("%w: ID is required", ErrInvalidConfig)
+	}
+	if err := c.validateSecurity(); err != nil {
+		return err
 	}
 	if c.DataDir == "" {
 		return fmt.Errorf("%w: DataDir is required", ErrInvalidConfig)
@@ -141,6 +191,17 @@ func (c *Config) Validate() error {
 		if len(m.Bytes) == 0 {
 			return fmt.Errorf("%w: filter module for %s is empty", ErrInvalidConfig, t)
 		}
+	}
+	for t := range c.FilterSignatures {
+		if _, ok := c.Filters[t]; !ok {
+			return fmt.Errorf("%w: a filter signature for %s without a filter module for it", ErrInvalidConfig, t)
+		}
+	}
+	if err := c.Trust.Validate(); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+	}
+	if c.FilterDirSettle < 0 {
+		return fmt.Errorf("%w: negative FilterDirSettle %v", ErrInvalidConfig, c.FilterDirSettle)
 	}
 	hc := host.Config{MemoryLimitBytes: c.MemoryLimitBytes, CallTimeout: c.CallTimeout}
 	if err := hc.Validate(); err != nil {
@@ -170,6 +231,27 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxModuleBytes < 0 {
 		return fmt.Errorf("%w: negative MaxModuleBytes %d", ErrInvalidConfig, c.MaxModuleBytes)
+	}
+	return nil
+}
+
+// validateSecurity checks the transport choice: TLS or Insecure, not both
+// and not neither.
+func (c *Config) validateSecurity() error {
+	anyTLS := c.TLS.CertFile != "" || c.TLS.KeyFile != "" || c.TLS.CAFile != ""
+	switch {
+	case c.Insecure && anyTLS:
+		return fmt.Errorf("%w: Insecure (--insecure) and a TLS identity exclude each other", ErrInvalidConfig)
+	case c.Insecure:
+		return nil
+	case !anyTLS:
+		return ErrTLSRequired
+	}
+	if err := c.TLS.Validate(); err != nil {
+		return fmt.Errorf("%w: TLS identity: %w", ErrInvalidConfig, err)
+	}
+	if err := pki.ValidateName(c.ID); err != nil {
+		return fmt.Errorf("%w: ID must name the router's certificate: %w", ErrInvalidConfig, err)
 	}
 	return nil
 }
@@ -209,6 +291,9 @@ func (c *Config) withDefaults() Config {
 	}
 	if d.MaxModuleBytes == 0 {
 		d.MaxModuleBytes = DefaultMaxModuleBytes
+	}
+	if d.FilterDirSettle == 0 {
+		d.FilterDirSettle = DefaultFilterDirSettle
 	}
 	if d.Logger == nil {
 		d.Logger = slog.New(slog.DiscardHandler)

@@ -4,15 +4,21 @@
 // commits what the filters accept to its local model (package model), then
 // acknowledges. It also serves the router's admin HTTP API.
 //
-// The package keeps three concerns apart:
+// The package keeps its concerns apart:
 //
-//   - the client owns the connection: dialing with backoff across the
-//     configured controller addresses, redirects, the handshake, heartbeats
-//     and the frame loop;
+//   - the client owns the connection: dialing (mutual TLS 1.3 with the
+//     router's certificate, package pki, unless Config.Insecure) with
+//     backoff across the configured controller addresses, redirects, the
+//     handshake, heartbeats and the frame loop;
 //   - the applier is deterministic: a frame goes in, store transactions
 //     and an acknowledgement come out. It never touches a socket, so its
 //     crash and rollback behaviour is tested frame by frame;
-//   - the admin API reads committed state only and hot-swaps filters.
+//   - the filter store vets every module but the built-ins against the
+//     trust policy (package trust), hot-swaps, shadows, promotes and rolls
+//     back modules in the host and persists what serves;
+//   - the admin API reads committed state, and its mutating endpoints
+//     (behind a bearer token) drive the filter store; the filter
+//     directory watcher drives it from files.
 //
 // The session rules (handshake, resume, batches, mode changes, full state)
 // are docs/architecture.md's "Session semantics"; docs/router.md describes

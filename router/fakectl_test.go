@@ -2,6 +2,7 @@ package router
 
 import (
 	"context"
+	"crypto/tls"
 	"net"
 	"path/filepath"
 	"strconv"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/indexgate/indexgate/abi"
 	"github.com/indexgate/indexgate/model"
+	"github.com/indexgate/indexgate/pki"
 	"github.com/indexgate/indexgate/wire"
 )
 
@@ -35,9 +37,11 @@ type fakeController struct {
 	changed chan struct{} // closed and replaced on every append
 	log     []logEntry
 	mode    abi.IndexType
+	term    uint64           // raft term of new change sets; 0 means 1
 	last    [numTypes]uint64 // last index per type (a mode change's base for the new type)
 	top     uint64           // highest index of any type
 	hellos  []*wire.Hello
+	peers   []string // the router certificate's name per Hello ("" over plaintext)
 	welcome []*wire.Welcome
 	lns     map[string]*fakeListener
 	// skipOnce leaves these indexes out of the next stream that reaches
@@ -110,10 +114,23 @@ func (fc *fakeController) listen() string { return fc.listenOn("127.0.0.1:0", ni
 // listenRedirect answers every Hello with Error{NotServing, to}.
 func (fc *fakeController) listenRedirect(to ...string) string { return fc.listenOn("127.0.0.1:0", to) }
 
+// listenTLS serves the log over TLS with cfg (a controller's ServerTLS).
+// Each session records the name of the router certificate it saw.
+func (fc *fakeController) listenTLS(cfg *tls.Config) string {
+	return fc.listenWith("127.0.0.1:0", nil, cfg)
+}
+
 func (fc *fakeController) listenOn(addr string, redirect []string) string {
+	return fc.listenWith(addr, redirect, nil)
+}
+
+func (fc *fakeController) listenWith(addr string, redirect []string, tcfg *tls.Config) string {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		fc.t.Fatal(err)
+	}
+	if tcfg != nil {
+		ln = tls.NewListener(ln, tcfg)
 	}
 	fl := &fakeListener{ln: ln, redirect: redirect, conns: map[net.Conn]bool{}}
 	fc.mu.Lock()
@@ -190,7 +207,7 @@ func (fc *fakeController) appendSet(changes ...model.Change) uint64 {
 
 func (fc *fakeController) appendLocked(changes []model.Change) uint64 {
 	idx := fc.top + 1
-	h := abi.Header{Index: idx, PrevIndex: fc.last[fc.mode], Type: fc.mode, Term: 1, Timeline: fc.tl}
+	h := abi.Header{Index: idx, PrevIndex: fc.last[fc.mode], Type: fc.mode, Term: max(fc.term, 1), Timeline: fc.tl}
 	if err := fc.store.Update(context.Background(), func(tx *model.Tx) error { return tx.Apply(changes) }); err != nil {
 		fc.t.Fatal(err)
 	}
@@ -221,6 +238,13 @@ func (fc *fakeController) appendAtOnce(n int) {
 func (fc *fakeController) nextChanges() []model.Change {
 	k := "k" + strconv.FormatUint(fc.top+1, 10)
 	return []model.Change{put("svc", k, "v"+k), put("cnt", "last", k)}
+}
+
+// setTerm sets the raft term of the change sets appended from now on.
+func (fc *fakeController) setTerm(term uint64) {
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	fc.term = term
 }
 
 // switchMode records a mode change to to at the current top index.
@@ -297,9 +321,14 @@ func (fc *fakeController) serve(nc net.Conn, fl *fakeListener) {
 	if !ok {
 		return
 	}
+	var peer string
+	if tc, ok := nc.(*tls.Conn); ok {
+		_, peer, _ = pki.PeerName(tc.ConnectionState())
+	}
 	fc.mu.Lock()
 	n := len(fc.hellos)
 	fc.hellos = append(fc.hellos, hello)
+	fc.peers = append(fc.peers, peer)
 	onHello := fc.onHello
 	fc.mu.Unlock()
 	if fl.redirect != nil {

@@ -21,6 +21,11 @@ type metrics struct {
 	connects         *prometheus.CounterVec
 	controllerIndex  prometheus.Gauge
 	commitSeconds    prometheus.Histogram
+	// adminUnauthorized counts mutating admin requests refused with 401.
+	adminUnauthorized prometheus.Counter
+	// filterDirSwaps counts what the filter directory watcher did with a
+	// module file, by type and result.
+	filterDirSwaps *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -64,7 +69,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		connects: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "connection_attempts_total",
-			Help: "Connection attempts to controllers, by result (ok, dial_error, handshake_error, redirect, refused).",
+			Help: "Connection attempts to controllers, by result (ok, dial_error, tls_error, handshake_error, redirect, refused).",
 		}, []string{"result"}),
 		controllerIndex: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: ns, Subsystem: sub, Name: "controller_index",
@@ -75,10 +80,18 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help:    "Time to decide and commit one frame (batch, mode change, full-state step).",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 9),
 		}),
+		adminUnauthorized: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "admin_unauthorized_total",
+			Help: "Mutating admin API requests refused for a missing or wrong bearer token.",
+		}),
+		filterDirSwaps: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "filter_dir_swaps_total",
+			Help: "Modules found in the filter directory, by index type and result (ok, unchanged, refused: trust policy, failed: did not load or swap).",
+		}, []string{"type", "result"}),
 	}
 	for _, c := range []prometheus.Collector{
 		m.applied, m.skipped, m.resyncs, m.fullResyncs, m.initialSyncs, m.commitFailures, m.lastApplied,
-		m.entities, m.connected, m.connects, m.controllerIndex, m.commitSeconds,
+		m.entities, m.connected, m.connects, m.controllerIndex, m.commitSeconds, m.adminUnauthorized, m.filterDirSwaps,
 	} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
@@ -90,6 +103,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		m.applied.WithLabelValues(t.String())
 		m.skipped.WithLabelValues(t.String())
 		m.lastApplied.WithLabelValues(t.String())
+		for _, res := range []string{"ok", "unchanged", "refused", "failed"} {
+			m.filterDirSwaps.WithLabelValues(t.String(), res)
+		}
 	}
 	return m, nil
 }

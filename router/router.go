@@ -17,6 +17,7 @@ import (
 
 	"github.com/indexgate/indexgate/host"
 	"github.com/indexgate/indexgate/model"
+	"github.com/indexgate/indexgate/trust"
 )
 
 // shutdownTimeout bounds how long Run waits for admin requests in flight
@@ -37,8 +38,10 @@ type Router struct {
 	store  *model.Store
 	host   *host.Host
 	fstore *filterStore
+	auth   *adminAuth
 	app    *applier
 	cl     *client
+	watch  *dirWatcher // nil without Config.FilterDir
 	ln     net.Listener
 	srv    *http.Server
 
@@ -71,6 +74,23 @@ func New(ctx context.Context, cfg Config) (_ *Router, err error) {
 	if r.met, err = newMetrics(r.reg); err != nil {
 		return nil, fmt.Errorf("router: metrics: %w", err)
 	}
+	// Security first: a router that would run with certificates, tokens or
+	// a trust policy it cannot use must not open its store or connect.
+	if r.cfg.TLS.Logger == nil {
+		r.cfg.TLS.Logger = log // certificate reloads
+	}
+	conn, err := newConnector(&r.cfg)
+	if err != nil {
+		return nil, err
+	}
+	if r.auth, err = newAdminAuth(c.AdminTokenFile, c.Insecure, log); err != nil {
+		return nil, err
+	}
+	policy, err := trust.NewPolicy(c.Trust)
+	if err != nil {
+		return nil, fmt.Errorf("%w: trust policy: %w", ErrInvalidConfig, err)
+	}
+	r.logSecurity(policy)
 	if r.store, err = model.Open(filepath.Join(c.DataDir, "router.db"), model.Options{NoSync: c.NoSync}); err != nil {
 		return nil, fmt.Errorf("router: %w", err)
 	}
@@ -85,14 +105,24 @@ func New(ctx context.Context, cfg Config) (_ *Router, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("router: %w", err)
 	}
-	r.fstore = &filterStore{dir: filterDir, log: log}
-	if err := r.fstore.loadFilters(ctx, r.host, &r.cfg); err != nil {
+	r.fstore = &filterStore{dir: filterDir, log: log, policy: policy, h: r.host}
+	if err := r.fstore.loadFilters(ctx, &r.cfg); err != nil {
 		return nil, err
 	}
-	if r.app, err = newApplier(ctx, r.store, r.host, log, r.met); err != nil {
+	var dec decider = r.host
+	if c.NativeFilters {
+		dec = newNativeFilters()
+		log.Warn("filters: deciding with the native Go reference filters, not the wasm modules (NativeFilters)")
+	}
+	if r.app, err = newApplier(ctx, r.store, dec, log, r.met); err != nil {
 		return nil, err
 	}
-	r.cl = &client{cfg: &r.cfg, log: log, app: r.app, met: r.met}
+	r.cl = &client{cfg: &r.cfg, log: log, app: r.app, met: r.met, dial: conn}
+	if c.FilterDir != "" {
+		if r.watch, err = newDirWatcher(c.FilterDir, c.FilterDirSettle, r.fstore, log, r.met); err != nil {
+			return nil, err
+		}
+	}
 	if r.ln, err = net.Listen("tcp", c.AdminAddr); err != nil {
 		return nil, fmt.Errorf("router: admin API: %w", err)
 	}
@@ -105,6 +135,36 @@ func New(ctx context.Context, cfg Config) (_ *Router, err error) {
 	log.Info("router ready", "data_dir", c.DataDir, "admin", r.AdminAddr(), "controllers", c.Controllers,
 		"positions", st.positionList(), "current", st.current.String(), "want_full_state", st.wantFull)
 	return r, nil
+}
+
+// logSecurity says at every start how the router is protected, loudly
+// where it is not.
+func (r *Router) logSecurity(policy *trust.Policy) {
+	c := &r.cfg
+	if c.Insecure {
+		r.log.Warn("INSECURE: connecting to controllers over plaintext TCP (--insecure): anyone on the network path can read the change sets and feed this router forged ones; use --tls-cert/--tls-key/--tls-ca or --pki-dir in production")
+	} else {
+		r.log.Info("controller connections use mutual TLS 1.3", "cert", c.TLS.CertFile, "ca", c.TLS.CAFile)
+	}
+	switch {
+	case r.auth.open:
+		r.log.Warn("INSECURE: the admin API's mutating endpoints (filter swap, shadow, promote, rollback) are open to anyone who can reach it (--insecure without --admin-token-file)",
+			"admin", c.AdminAddr)
+	case c.AdminTokenFile == "":
+		r.log.Info("the admin API's mutating endpoints are disabled: no --admin-token-file")
+	default:
+		r.log.Info("the admin API's mutating endpoints require the bearer token", "token_file", c.AdminTokenFile)
+	}
+	if host, _, err := net.SplitHostPort(c.AdminAddr); err == nil {
+		if ip := net.ParseIP(host); (ip == nil && host != "localhost") || (ip != nil && !ip.IsLoopback()) {
+			r.log.Warn("the admin API listens beyond loopback; its read-only endpoints (status, entities, metrics) need no token", "admin", c.AdminAddr)
+		}
+	}
+	lvl := slog.LevelInfo
+	if c.Trust.AllowUnsigned {
+		lvl = slog.LevelWarn
+	}
+	r.log.Log(context.Background(), lvl, "filter module trust policy", "policy", policy.String(), "allow_unsigned", c.Trust.AllowUnsigned)
 }
 
 // AdminAddr is the admin API's address (host:port), with the port chosen
@@ -135,6 +195,13 @@ func (r *Router) Run(ctx context.Context) error {
 		defer close(clientDone)
 		r.cl.run(ctx)
 	}()
+	watchDone := make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		if r.watch != nil {
+			r.watch.run(ctx)
+		}
+	}()
 
 	var err error
 	select {
@@ -144,6 +211,7 @@ func (r *Router) Run(ctx context.Context) error {
 	}
 	cancel()
 	<-clientDone
+	<-watchDone
 	sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
 	defer scancel()
 	if serr := r.srv.Shutdown(sctx); serr != nil && err == nil && !errors.Is(serr, http.ErrServerClosed) {
@@ -175,6 +243,9 @@ func (r *Router) Close() error {
 // release frees what New acquired, in reverse order.
 func (r *Router) release() error {
 	var errs []error
+	if r.watch != nil {
+		errs = append(errs, r.watch.close())
+	}
 	if r.srv != nil {
 		errs = append(errs, ignoreClosed(r.srv.Close()))
 	}

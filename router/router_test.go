@@ -14,6 +14,7 @@ import (
 
 	"github.com/indexgate/indexgate/abi"
 	"github.com/indexgate/indexgate/host"
+	"github.com/indexgate/indexgate/pki"
 	"github.com/indexgate/indexgate/wire"
 )
 
@@ -29,7 +30,10 @@ func testConfig(dir string, controllers ...string) Config {
 	return Config{
 		ID: "r1", DataDir: dir, Controllers: controllers, Insecure: true,
 		CacheDir: testCacheDir, NoSync: true, Logger: testLogger(),
-		BackoffMin: 2 * time.Millisecond, BackoffMax: 50 * time.Millisecond,
+		// Untrusted modules instantiate under -race on a loaded machine:
+		// the default second is a deadline for production, not for this.
+		CallTimeout: 30 * time.Second,
+		BackoffMin:  2 * time.Millisecond, BackoffMax: 50 * time.Millisecond,
 		HeartbeatInterval: 50 * time.Millisecond, IdleTimeout: 10 * time.Second,
 	}
 }
@@ -453,7 +457,16 @@ func TestConfigValidate(t *testing.T) {
 		want error
 	}{
 		{"valid", func(*Config) {}, nil},
-		{"not insecure", func(c *Config) { c.Insecure = false }, ErrInsecureRequired},
+		{"neither TLS nor insecure", func(c *Config) { c.Insecure = false }, ErrTLSRequired},
+		{"TLS", func(c *Config) { c.Insecure, c.TLS = false, pki.IdentityFor("pki", pki.Router, "r") }, nil},
+		{"TLS and insecure", func(c *Config) { c.TLS = pki.IdentityFor("pki", pki.Router, "r") }, ErrInvalidConfig},
+		{"TLS without CA", func(c *Config) { c.Insecure, c.TLS = false, pki.Identity{CertFile: "c", KeyFile: "k"} }, ErrInvalidConfig},
+		{"TLS with an id no certificate can have", func(c *Config) {
+			c.Insecure, c.ID, c.TLS = false, "r 1", pki.IdentityFor("pki", pki.Router, "r")
+		}, ErrInvalidConfig},
+		{"bad pin", func(c *Config) { c.Trust.Pins = []string{"abc"} }, ErrInvalidConfig},
+		{"signature without module", func(c *Config) { c.FilterSignatures = map[abi.IndexType][]byte{abi.IndexHA: []byte("x")} }, ErrInvalidConfig},
+		{"negative settle", func(c *Config) { c.FilterDirSettle = -1 }, ErrInvalidConfig},
 		{"no id", func(c *Config) { c.ID = "" }, ErrInvalidConfig},
 		{"no data dir", func(c *Config) { c.DataDir = "" }, ErrInvalidConfig},
 		{"no controller", func(c *Config) { c.Controllers = nil }, ErrInvalidConfig},

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -15,6 +16,7 @@ import (
 
 func newFiltersTestCmd() *cobra.Command {
 	var typ, options, cacheDir string
+	var callTimeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "test FILE.wasm",
 		Short: "Run the conformance checks a router runs before a module may serve",
@@ -44,18 +46,22 @@ self-test must pass with them.`,
 			} else {
 				types = abi.IndexTypes[:]
 			}
-			return filtersTest(cmd.Context(), cmd.OutOrStdout(), args[0], types, []byte(options), cacheDir)
+			if callTimeout <= 0 {
+				return usageErr("--call-timeout %v: want a positive duration", callTimeout)
+			}
+			return filtersTest(cmd.Context(), cmd.OutOrStdout(), args[0], types, []byte(options), cacheDir, callTimeout)
 		},
 	}
 	cmd.Flags().StringVar(&typ, "type", "", "index type the module is for: legacy or ha (default: detected)")
 	cmd.Flags().StringVar(&options, "options", "", "options passed to the module's init")
 	cmd.Flags().StringVar(&cacheDir, "cache-dir", "", "compilation cache directory (default: a temporary one)")
+	cmd.Flags().DurationVar(&callTimeout, "call-timeout", host.DefaultCallTimeout, "deadline of every call into the module, as a router's --call-timeout")
 	return cmd
 }
 
 // filtersTest checks the module at path against each candidate type until
 // one gets past init, and prints that report.
-func filtersTest(ctx context.Context, out io.Writer, path string, types []abi.IndexType, options []byte, cacheDir string) error {
+func filtersTest(ctx context.Context, out io.Writer, path string, types []abi.IndexType, options []byte, cacheDir string, callTimeout time.Duration) error {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return failure(err)
@@ -76,7 +82,7 @@ func filtersTest(ctx context.Context, out io.Writer, path string, types []abi.In
 	m := host.Module{Name: path, Bytes: b, Trust: host.Untrusted, Options: options}
 	var rep host.Report
 	for i, t := range types {
-		rep, err = host.Check(ctx, host.Config{CacheDir: cacheDir}, t, m)
+		rep, err = host.Check(ctx, host.Config{CacheDir: cacheDir, CallTimeout: callTimeout}, t, m)
 		if err == nil || i == len(types)-1 || !refusedType(&rep) {
 			break
 		}

@@ -78,13 +78,14 @@ func newRootCmd(stderr io.Writer) *cobra.Command {
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageErr("%v", err) })
 	filters := &cobra.Command{
 		Use:   "filters",
-		Short: "Work with filter modules",
+		Short: "Work with filter modules: check, sign, swap, canary, promote, roll back",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return usageErr("missing command: run `router filters test FILE.wasm` (see --help)")
+			return usageErr("missing command: run `router filters test|keygen|sign|verify|swap|shadow|promote|rollback` (see --help)")
 		},
 	}
-	filters.AddCommand(newFiltersTestCmd())
+	filters.AddCommand(newFiltersTestCmd(), newKeygenCmd(), newSignCmd(), newVerifyCmd(),
+		newSwapCmd(), newShadowCmd(), newPromoteCmd(), newRollbackCmd())
 	root.AddCommand(newRunCmd(stderr), filters)
 	return root
 }

@@ -98,6 +98,7 @@ func TestRunRefusesBadFlags(t *testing.T) {
 	dir := t.TempDir()
 	notWasm := writeFile(t, "notes.wasm", []byte("just text"))
 	haModule := writeFile(t, "ha.wasm", builtin.HA())
+	pkiDir := testPKI(t)
 	base := []string{"run", "--id", "r1", "--data-dir", dir, "--controller", "127.0.0.1:7000", "--admin", "127.0.0.1:0", "--cache-dir", cacheDir}
 	with := func(extra ...string) []string { return append(append([]string(nil), base...), extra...) }
 	tests := []struct {
@@ -105,7 +106,16 @@ func TestRunRefusesBadFlags(t *testing.T) {
 		args []string
 		want string
 	}{
-		{"no insecure", base, "--insecure is required"},
+		{"neither TLS nor insecure", base, "TLS needs --tls-cert, --tls-key and --tls-ca"},
+		{"TLS without a CA", with("--tls-cert", "c.crt", "--tls-key", "c.key"), "TLS needs"},
+		{"insecure and TLS", with("--insecure", "--pki-dir", dir), "exclude each other"},
+		{"router certificate of another name", with("--pki-dir", pkiDir, "--id", "r2", "--tls-cert", filepath.Join(pkiDir, "router-r1.crt"),
+			"--tls-key", filepath.Join(pkiDir, "router-r1.key")), `names router "r1" but the router's id is "r2"`},
+		{"bad pin", with("--insecure", "--pin", "abc"), "pin"},
+		{"missing trusted key", with("--insecure", "--trusted-key", filepath.Join(dir, "none.pub")), "none.pub"},
+		{"short admin token", with("--insecure", "--admin-token-file", writeFile(t, "token", []byte("short"))), "at least 16"},
+		{"filter dir missing", with("--insecure", "--filter-dir", filepath.Join(dir, "none")), "filter directory"},
+		{"unsigned filter", with("--insecure", "--filter", "ha="+writeFile(t, "custom.wasm", customHA())), "untrusted module"},
 		{"no id", []string{"run", "--data-dir", dir, "--controller", "127.0.0.1:7000", "--insecure"}, "--id is required"},
 		{"no data dir", []string{"run", "--id", "r1", "--controller", "127.0.0.1:7000", "--insecure"}, "--data-dir is required"},
 		{"no controller", []string{"run", "--id", "r1", "--data-dir", dir, "--insecure"}, "--controller is required"},
@@ -116,7 +126,7 @@ func TestRunRefusesBadFlags(t *testing.T) {
 		{"unreadable filter", with("--insecure", "--filter", "ha="+filepath.Join(dir, "missing.wasm")), "no such file"},
 		{"filter not wasm", with("--insecure", "--filter", "ha="+notWasm), "is not a WebAssembly module"},
 		{"filter twice", with("--insecure", "--filter", "ha="+haModule, "--filter", "ha="+haModule), "index type ha given twice"},
-		{"module for the wrong type", with("--insecure", "--filter", "ha="+writeFile(t, "legacy.wasm", builtin.Legacy())), "invalid configuration"},
+		{"module for the wrong type", with("--insecure", "--filter", "ha="+writeFile(t, "legacy.wasm", builtin.Legacy()), "--allow-unsigned"), "invalid configuration"},
 		{"options without a module", with("--insecure", "--filter-options", "ha=x"), "needs a --filter ha=FILE"},
 		{"bad memory limit", with("--insecure", "--memory-limit", "lots"), "--memory-limit"},
 		{"memory limit not in pages", with("--insecure", "--memory-limit", "1000"), "64 KiB"},
@@ -132,9 +142,9 @@ func TestRunRefusesBadFlags(t *testing.T) {
 			if code != exitUsage {
 				t.Errorf("exit %d, want %d", code, exitUsage)
 			}
-			// The wrong-type module is only found by loading it, after the
-			// logger started; everything else fails before any log line.
-			if tc.name == "module for the wrong type" {
+			// These are only found by router.New, after the logger started;
+			// everything else fails before any log line.
+			if strings.Contains(stderr, "level=") {
 				lines := strings.Split(strings.TrimRight(stderr, "\n"), "\n")
 				stderr = lines[len(lines)-1] + "\n"
 			}
