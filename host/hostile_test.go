@@ -144,7 +144,10 @@ var growUntilRefused = w.Seq(
 // reaches it at once (the Go guests need about 4 MiB). The deadline stays
 // the default: a shorter one would make a loaded machine fail well-behaved
 // modules.
-var hostileConfig = host.Config{MemoryLimitBytes: 16 << 20}
+// hostileConfig's call timeout is generous because under -race on a
+// loaded 2-core CI machine instantiating a Go guest in the untrusted runtime
+// alone has taken over the 1 s default; the loop cases still end by it.
+var hostileConfig = host.Config{MemoryLimitBytes: 16 << 20, CallTimeout: 5 * time.Second}
 
 // TestHostileModules offers a serving host one broken module after another
 // as a Swap, an empty host the same module as a Load, and Check the same
