@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/indexgate/indexgate/abi"
 	"github.com/indexgate/indexgate/controller"
+	"github.com/indexgate/indexgate/internal/adminhttp"
 )
 
 // pollInterval is how often migrate looks at the controller's status.
@@ -141,31 +141,10 @@ func migrate(ctx context.Context, out io.Writer, ac adminClient, admin string, r
 // call sends one admin API request and decodes a 2xx JSON answer into v;
 // other answers become an error carrying the controller's message.
 func (ac adminClient) call(ctx context.Context, method, admin, path string, body []byte, v any) error {
-	req, err := http.NewRequestWithContext(ctx, method, "http://"+admin+path, bytes.NewReader(body))
-	if err != nil {
-		return usageError{fmt.Errorf("--admin %q: %w", admin, err)}
+	err := adminhttp.Do(ctx, nil, adminhttp.Request{Method: method, URL: "http://" + admin + path, Body: body, Token: ac.token}, v)
+	var he *adminhttp.Error
+	if errors.As(err, &he) {
+		return fmt.Errorf("HTTP %d: %s", he.Status, strings.TrimPrefix(he.Message, "controller: "))
 	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	ac.authorize(req)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode/100 != 2 {
-		var e struct {
-			Error string `json:"error"`
-		}
-		if json.Unmarshal(b, &e) == nil && e.Error != "" {
-			return fmt.Errorf("HTTP %d: %s", resp.StatusCode, strings.TrimPrefix(e.Error, "controller: "))
-		}
-		return fmt.Errorf("HTTP %d: %s", resp.StatusCode, bytes.TrimSpace(b))
-	}
-	return json.Unmarshal(b, v)
+	return err
 }

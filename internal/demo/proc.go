@@ -3,10 +3,8 @@ package demo
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -14,6 +12,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"time"
+
+	"github.com/indexgate/indexgate/internal/adminhttp"
 )
 
 // process is one controller or router child process.
@@ -137,47 +137,15 @@ type client struct{ http *http.Client }
 func newClient() *client { return &client{http: &http.Client{Timeout: 10 * time.Second}} }
 
 func (c *client) do(ctx context.Context, method, url, ctype string, body []byte, out any) error {
-	req, err := http.NewRequestWithContext(ctx, method, url, bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	if ctype != "" {
-		req.Header.Set("Content-Type", ctype)
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode/100 != 2 {
-		return &httpError{status: resp.StatusCode, body: string(bytes.TrimSpace(b))}
-	}
-	if out == nil {
-		return nil
-	}
-	if err := json.Unmarshal(b, out); err != nil {
-		return fmt.Errorf("%s %s: decode response: %w", method, url, err)
-	}
-	return nil
+	return adminhttp.Do(ctx, c.http, adminhttp.Request{Method: method, URL: url, ContentType: ctype, Body: body}, out)
 }
-
-type httpError struct {
-	status int
-	body   string
-}
-
-func (e *httpError) Error() string { return fmt.Sprintf("HTTP %d: %s", e.status, e.body) }
 
 // retryable reports errors worth retrying a write for: connection trouble
 // and 503 (a controller pausing writes).
 func retryable(err error) bool {
-	var he *httpError
+	var he *adminhttp.Error
 	if errors.As(err, &he) {
-		return he.status == http.StatusServiceUnavailable || he.status == http.StatusTooManyRequests
+		return he.Status == http.StatusServiceUnavailable || he.Status == http.StatusTooManyRequests
 	}
 	return err != nil
 }

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -15,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/indexgate/indexgate/internal/adminhttp"
 )
 
 // ErrNoGoTool reports that the go command, which builds the real
@@ -179,12 +180,7 @@ func (p *Process) LogTail(n int) string {
 }
 
 // HTTPError is an admin API answer outside 2xx.
-type HTTPError struct {
-	Status int
-	Body   string
-}
-
-func (e *HTTPError) Error() string { return fmt.Sprintf("itest: HTTP %d: %s", e.Status, e.Body) }
+type HTTPError = adminhttp.Error
 
 // requestTimeout bounds each admin request, so that a wedged server fails
 // the call, not the test binary's deadline.
@@ -208,30 +204,5 @@ func PostJSON(ctx context.Context, addr, path string, in, out any) error {
 func doJSON(ctx context.Context, method, addr, path string, body []byte, out any) error {
 	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, method, "http://"+addr+path, bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode/100 != 2 {
-		return &HTTPError{Status: resp.StatusCode, Body: string(bytes.TrimSpace(b))}
-	}
-	if out == nil {
-		return nil
-	}
-	if err := json.Unmarshal(b, out); err != nil {
-		return fmt.Errorf("itest: %s %s: decode answer: %w", method, path, err)
-	}
-	return nil
+	return adminhttp.Do(ctx, nil, adminhttp.Request{Method: method, URL: "http://" + addr + path, Body: body}, out)
 }
