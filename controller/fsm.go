@@ -114,6 +114,12 @@ type haFSM struct {
 	hooks fsmHooks
 
 	failed atomic.Bool
+
+	// pinned are the snapshots whose read transactions are open and not
+	// yet written out or released. Restore abandons them before it swaps
+	// the store: see abandonSnapshots.
+	pinMu  sync.Mutex
+	pinned map[*fsmSnapshot]struct{}
 }
 
 var _ raftnode.StateMachine = (*haFSM)(nil)
@@ -337,6 +343,9 @@ func (f *haFSM) Snapshot() (raftnode.SnapshotWriter, error) {
 	}
 	s := &fsmSnapshot{write: make(chan io.Writer), done: make(chan error, 1)}
 	opened := make(chan error, 1)
+	// Pinned before the goroutine starts, so its unpin (after the view
+	// returns) always comes after.
+	f.pin(s)
 	go func() {
 		inside := false
 		err := f.st.view(context.Background(), func(tx *model.Tx) error {
@@ -352,6 +361,7 @@ func (f *haFSM) Snapshot() (raftnode.SnapshotWriter, error) {
 		if !inside {
 			opened <- err
 		}
+		f.unpin(s)
 		s.done <- err
 	}()
 	if err := <-opened; err != nil {
@@ -360,16 +370,62 @@ func (f *haFSM) Snapshot() (raftnode.SnapshotWriter, error) {
 	return s, nil
 }
 
+func (f *haFSM) pin(s *fsmSnapshot) {
+	f.pinMu.Lock()
+	defer f.pinMu.Unlock()
+	if f.pinned == nil {
+		f.pinned = map[*fsmSnapshot]struct{}{}
+	}
+	f.pinned[s] = struct{}{}
+}
+
+func (f *haFSM) unpin(s *fsmSnapshot) {
+	f.pinMu.Lock()
+	defer f.pinMu.Unlock()
+	delete(f.pinned, s)
+}
+
+// abandonSnapshots releases every pinned snapshot that raft has not
+// started writing, so that Restore can take the store's swap lock.
+//
+// A pinned snapshot holds a read transaction, hence swap shared, until
+// raft writes or releases it; store.replace needs swap exclusively. raft
+// does not write a snapshot right after Snapshot returns: takeSnapshot
+// first asks raft's main loop for the committed configuration. On a
+// follower that main loop may at that moment be installing a snapshot
+// from the leader, waiting for this Restore on the FSM goroutine, so
+// waiting for the pinned snapshot here would deadlock all three (the
+// follower stops answering RPCs and never catches up). The abandoned
+// snapshot is stale anyway, the store is about to be replaced: its
+// WriteSnapshot fails, raft logs "failed to take snapshot" and takes a
+// new one at the next threshold. A snapshot raft is already writing is
+// left alone: the write needs nothing from raft, and replace waits for it.
+func (f *haFSM) abandonSnapshots() {
+	f.pinMu.Lock()
+	snaps := make([]*fsmSnapshot, 0, len(f.pinned))
+	for s := range f.pinned {
+		snaps = append(snaps, s)
+	}
+	f.pinMu.Unlock()
+	for _, s := range snaps {
+		s.abandon()
+	}
+}
+
 // fsmSnapshot is a pinned read transaction waiting to be written out.
-// Whichever of WriteSnapshot and Release comes first ends it.
+// Whichever of WriteSnapshot, Release and abandon comes first ends it.
 type fsmSnapshot struct {
-	write chan io.Writer
-	done  chan error
-	once  sync.Once
+	write     chan io.Writer
+	done      chan error
+	once      sync.Once
+	abandoned atomic.Bool
 }
 
 func (s *fsmSnapshot) WriteSnapshot(w io.Writer) error {
 	err := errors.New("controller: snapshot already released")
+	if s.abandoned.Load() {
+		err = errors.New("controller: snapshot abandoned: a restore replaced the store")
+	}
 	s.once.Do(func() {
 		s.write <- w
 		close(s.write)
@@ -383,6 +439,12 @@ func (s *fsmSnapshot) Release() {
 		close(s.write)
 		<-s.done
 	})
+}
+
+// abandon releases s for Restore (see haFSM.abandonSnapshots).
+func (s *fsmSnapshot) abandon() {
+	s.abandoned.Store(true)
+	s.Release()
 }
 
 // Restore replaces the store with a snapshot image (a follower catching
@@ -400,6 +462,7 @@ func (f *haFSM) Restore(r io.Reader) error {
 		_ = os.Remove(tmp)
 		return fmt.Errorf("controller: restore snapshot: %w", err)
 	}
+	f.abandonSnapshots()
 	if err := f.st.replace(tmp); err != nil {
 		f.failed.Store(true)
 		return err

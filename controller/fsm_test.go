@@ -1,13 +1,16 @@
 package controller
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -206,5 +209,60 @@ func TestChangeSetIndexZeroRefused(t *testing.T) {
 	})
 	if !errors.Is(err, abi.ErrMalformed) {
 		t.Fatalf("index 0: %v", err)
+	}
+}
+
+// TestRestoreAbandonsPinnedSnapshot: raft's takeSnapshot pins a snapshot
+// (Snapshot, on the FSM goroutine) and then needs its main loop before it
+// writes it; on a follower that loop may be installing the leader's
+// snapshot, waiting for Restore. Restore must therefore not wait for the
+// pinned snapshot's read transaction: it did, and under load a restarted
+// follower deadlocked (the leader's InstallSnapshot and heartbeats to it
+// timed out until the node was shut down).
+func TestRestoreAbandonsPinnedSnapshot(t *testing.T) {
+	fc := &fsmCluster{t: t, dir: t.TempDir(), boxes: map[string]fsmBox{}}
+	f := fc.newSM("n1").(fsmBox).haFSM
+	t.Cleanup(func() { _ = f.st.close() })
+	appendSets(t, f.st, 1, 2, 3)
+	img, err := f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := img.WriteSnapshot(&buf); err != nil {
+		t.Fatal(err)
+	}
+	img.Release()
+
+	pinned, err := f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- f.Restore(bytes.NewReader(buf.Bytes())) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("restore: %v", err)
+		}
+	case <-time.After(guard):
+		pinned.Release() // unblocks Restore so the test can end
+		t.Fatal("Restore waited for a pinned snapshot")
+	}
+	if err := pinned.WriteSnapshot(io.Discard); err == nil {
+		t.Fatal("abandoned snapshot written")
+	}
+	pinned.Release()
+	if m := fc.meta("n1"); m.index() != 3 {
+		t.Fatalf("restored index %d, want 3", m.index())
+	}
+	// Snapshots after the restore work.
+	s, err := f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Release()
+	if err := s.WriteSnapshot(io.Discard); err != nil {
+		t.Fatal(err)
 	}
 }

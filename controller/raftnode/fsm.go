@@ -26,6 +26,12 @@ type StateMachine interface {
 	// (open a read transaction, say) and leave the writing to the returned
 	// SnapshotWriter, which raft runs on another goroutine while Apply
 	// continues. The image must only contain state that is durable.
+	//
+	// raft does not write the returned SnapshotWriter at once: it first
+	// waits for its main loop, which on a follower may be installing a
+	// leader's snapshot and so waiting for Restore. Restore may therefore
+	// run while a SnapshotWriter is pinned and unwritten, and must not
+	// wait for it to be written or released (abandon it instead).
 	Snapshot() (SnapshotWriter, error)
 
 	// Restore replaces the whole state with an image written by Snapshot
