@@ -236,11 +236,20 @@ func (h *Host) Swap(ctx context.Context, t abi.IndexType, m Module) (ModuleInfo,
 		s.n.swapFailed()
 		return ModuleInfo{}, SwapReport{}, fmt.Errorf("%w: %s", ErrNotLoaded, t)
 	}
+	return h.switchTo(ctx, s, old, a, began, "swap", "swapped")
+}
+
+// switchTo is the critical section every swap shares (Swap, Rollback):
+// with s.mu held (it releases it) and the prepared instance a, carry old's
+// state into a, make a serve, remember old's module for a rollback, then
+// close old outside the lock. On failure old keeps serving.
+func (h *Host) switchTo(ctx context.Context, s *slot, old, a *active, began time.Time, op, done string) (ModuleInfo, SwapReport, error) {
 	if err := carry(ctx, old, a); err != nil {
 		s.mu.Unlock()
 		a.close(ctx)
 		s.n.swapFailed()
-		return ModuleInfo{}, SwapReport{}, fmt.Errorf("host: swap: %s module %q (sha256 %.12s): carry state over: %w", t, m.Name, a.info.SHA256, err)
+		return ModuleInfo{}, SwapReport{}, fmt.Errorf("host: %s: %s module %q (sha256 %.12s): carry state over: %w",
+			op, a.info.Type, a.mod.Name, a.info.SHA256, err)
 	}
 	s.set(a)
 	s.prev = &old.mod
@@ -250,7 +259,7 @@ func (h *Host) Swap(ctx context.Context, t abi.IndexType, m Module) (ModuleInfo,
 
 	old.close(ctx)
 	s.n.swapped(rep.Pause)
-	h.log.Info("filter module swapped", append(moduleAttrs(&a.info), "old_sha256", old.info.SHA256, "pause", rep.Pause)...)
+	h.log.Info("filter module "+done, append(moduleAttrs(&a.info), "old_sha256", old.info.SHA256, "pause", rep.Pause)...)
 	return a.info, rep, nil
 }
 

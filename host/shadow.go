@@ -268,22 +268,7 @@ func (h *Host) Rollback(ctx context.Context, t abi.IndexType) (ModuleInfo, SwapR
 		s.n.swapFailed()
 		return ModuleInfo{}, SwapReport{}, fmt.Errorf("host: rollback: the %s module changed meanwhile; try again", t)
 	}
-	if err := carry(ctx, old, a); err != nil {
-		s.mu.Unlock()
-		a.close(ctx)
-		s.n.swapFailed()
-		return ModuleInfo{}, SwapReport{}, fmt.Errorf("host: rollback: %s module %q (sha256 %.12s): carry state over: %w", t, prev.Name, a.info.SHA256, err)
-	}
-	s.set(a)
-	s.prev = &old.mod
-	rep := SwapReport{OldSHA256: old.info.SHA256, NewSHA256: a.info.SHA256, State: cloneState(&a.state)}
-	rep.Pause = time.Since(began)
-	s.mu.Unlock()
-
-	old.close(ctx)
-	s.n.swapped(rep.Pause)
-	h.log.Info("filter module rolled back", append(moduleAttrs(&a.info), "old_sha256", old.info.SHA256, "pause", rep.Pause)...)
-	return a.info, rep, nil
+	return h.switchTo(ctx, s, old, a, began, "rollback", "rolled back")
 }
 
 // shadowDecide runs s's candidate on the batch the active module a just
